@@ -1,0 +1,176 @@
+//! Process creation and replacement: clone3 into new namespaces, execveat,
+//! pidfds.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Which side of a fork the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fork {
+    Parent(libc::pid_t),
+    Child,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Fork the calling process, placing the child into the new namespaces named
+/// by `ns_flags` (CLONE_NEW*) and, when given, straight into a cgroup v2
+/// directory. The child runs on a copy of the caller's stack, as with fork.
+///
+/// The caller must be single-threaded: only the calling thread exists in
+/// the child, so a lock held by another thread would never be released.
+pub fn fork_into(ns_flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Fork> {
+    let mut args = CloneArgs {
+        flags: ns_flags as u32 as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(cg) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    // SAFETY: clone3 without a stack behaves like fork: the child resumes
+    // here on a copy-on-write copy of our memory. The caller guarantees that
+    // the process is single-threaded (documented above), so no lock can be
+    // held by a thread that does not exist in the child.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) && cgroup.is_none() {
+            // SAFETY: the legacy clone with a NULL stack is fork-like, with
+            // the same single-thread requirement as above.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    (ns_flags as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            };
+            return match rc {
+                r if r < 0 => Err(io::Error::last_os_error()),
+                0 => Ok(Fork::Child),
+                pid => Ok(Fork::Parent(pid as libc::pid_t)),
+            };
+        }
+        return Err(err);
+    }
+    Ok(match rc {
+        0 => Fork::Child,
+        pid => Fork::Parent(pid as libc::pid_t),
+    })
+}
+
+/// Replace the process image with the program `fd` refers to.
+/// Returns only on failure.
+pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: argv/envp are NULL-terminated arrays of pointers into CStrings
+    // that outlive the call; on success the call does not return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            a.as_ptr(),
+            e.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// A pidfd for `pid`: signals sent through it cannot hit a recycled pid.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+/// Send `sig` to the process behind a pidfd.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: a null siginfo asks the kernel to fill in the defaults.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ask for `sig` when the parent dies.
+pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make the caller a child subreaper, so that orphans below it are
+/// re-parented to it (used by foreground `run`).
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Exit at once, without running destructors or atexit handlers (for a
+/// forked child whose parent's state must not be flushed twice).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Restore the default disposition of a signal.
+pub fn default_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+    let prev = unsafe { libc::signal(sig, libc::SIG_DFL) };
+    if prev == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! The `berth` command line: argument parsing, output formats and the
+//! wiring of the libraries. Both binaries (`berth`, `berth-runtime`) are
+//! thin entry points over this crate.
+
+pub mod logging;
+pub mod runtime_cli;
+pub mod wait;

@@ -1,0 +1,44 @@
+//! Tier-1 conformance suite of berth's OCI runtime (`berth-runtime`), organised by the
+//! MUST clauses of the OCI runtime-spec v1.2 (config.md, config-linux.md, runtime.md).
+//!
+//! Needs root: every test fails when not root, unless `BERTH_SKIP_ROOT_TESTS=1`.
+//! The runtime under test is `$BERTH_TEST_RUNTIME` if set (e.g. `/usr/sbin/runc`, to
+//! check the tests themselves), else the `berth-runtime` binary of this package.
+//! Tests of berth-only behaviour are skipped (with a message) for other runtimes.
+//!
+//!     sudo -E cargo test -p berth --test runtime
+//!     BERTH_TEST_RUNTIME=/usr/sbin/runc cargo test -p berth --test runtime
+
+/// Returns from the test (after printing "skipped: needs root") when it may not run.
+macro_rules! need_root {
+    () => {
+        if !$crate::harness::root_or_skip() {
+            return;
+        }
+    };
+}
+
+/// Returns from the test unless the runtime under test is berth's.
+macro_rules! berth_only {
+    ($why:expr) => {
+        if !$crate::harness::is_berth() {
+            eprintln!(
+                "skipped: berth-only ({}); runtime under test is {}",
+                $why,
+                $crate::harness::runtime_name()
+            );
+            return;
+        }
+    };
+}
+
+#[macro_use]
+#[path = "runtime/harness.rs"]
+mod harness;
+
+#[path = "runtime/lifecycle.rs"]
+mod lifecycle;
+#[path = "runtime/process.rs"]
+mod process;
+#[path = "runtime/mounts.rs"]
+mod mounts;
