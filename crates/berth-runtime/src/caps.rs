@@ -50,7 +50,8 @@ pub fn plan(c: Option<&LinuxCapabilities>, available: &CapsHashSet) -> CapsPlan 
 
 /// What the calling process may hand on: its bounding set.
 pub fn available() -> Result<CapsHashSet> {
-    caps::read(None, CapSet::Bounding).map_err(|e| Error::Init(format!("reading capabilities: {e}")))
+    caps::read(None, CapSet::Bounding)
+        .map_err(|e| Error::Init(format!("reading capabilities: {e}")))
 }
 
 /// Whether the calling process has `cap` in its effective set.
@@ -100,9 +101,15 @@ mod tests {
 
     #[test]
     fn plan_filters_unavailable() {
-        let avail: CapsHashSet = [Capability::CAP_CHOWN, Capability::CAP_KILL].into_iter().collect();
+        let avail: CapsHashSet = [Capability::CAP_CHOWN, Capability::CAP_KILL]
+            .into_iter()
+            .collect();
         let c = LinuxCapabilitiesBuilder::default()
-            .bounding([Oci::Chown, Oci::SysResource].into_iter().collect::<Capabilities>())
+            .bounding(
+                [Oci::Chown, Oci::SysResource]
+                    .into_iter()
+                    .collect::<Capabilities>(),
+            )
             .effective([Oci::Kill].into_iter().collect::<Capabilities>())
             .build()
             .unwrap();

@@ -70,7 +70,10 @@ pub fn rootfs(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
     };
     match std::fs::metadata(&abs) {
         Ok(m) if m.is_dir() => Ok(abs),
-        Ok(_) => Err(Error::field("root.path", format!("{} is not a directory", abs.display()))),
+        Ok(_) => Err(Error::field(
+            "root.path",
+            format!("{} is not a directory", abs.display()),
+        )),
         Err(e) => Err(Error::field("root.path", format!("{}: {e}", abs.display()))),
     }
 }
@@ -90,8 +93,9 @@ mod tests {
 
     #[test]
     fn parse_error_names_field() {
-        let e = parse(br#"{"ociVersion":"1.0.2","process":{"user":{"uid":"x","gid":0},"cwd":"/"}}"#)
-            .unwrap_err();
+        let e =
+            parse(br#"{"ociVersion":"1.0.2","process":{"user":{"uid":"x","gid":0},"cwd":"/"}}"#)
+                .unwrap_err();
         assert!(e.starts_with("process.user.uid:"), "{e}");
         let e = parse(b"{not json").unwrap_err();
         assert!(e.contains("line 1"), "{e}");

@@ -13,9 +13,7 @@ use crate::sync::{Channel, Tag};
 use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
 use nix::sys::stat::{Mode, SFlag};
-use oci_spec::runtime::{
-    Hook, LinuxNamespaceType, PosixRlimitType, Process, Spec,
-};
+use oci_spec::runtime::{Hook, LinuxNamespaceType, PosixRlimitType, Process, Spec};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -70,8 +68,17 @@ fn ns_proc_name(t: LinuxNamespaceType) -> &'static str {
 }
 
 fn open_ns(path: &Path, field: &str) -> Result<OwnedFd> {
-    nix::fcntl::open(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| Error::field(field, format!("{}: {}", path.display(), e.desc().to_lowercase())))
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        Error::field(
+            field,
+            format!("{}: {}", path.display(), e.desc().to_lowercase()),
+        )
+    })
 }
 
 /// The namespace part of a plan.
@@ -108,7 +115,11 @@ fn ns_plan(spec: &Spec) -> Result<NsPlan> {
         new_time: false,
         present: Vec::new(),
     };
-    let nss = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let nss = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
     for (i, ns) in nss.iter().enumerate() {
         let t = ns.typ();
         if p.present.contains(&t) {
@@ -126,7 +137,9 @@ fn ns_plan(spec: &Spec) -> Result<NsPlan> {
                 let fd = open_ns(path, &format!("linux.namespaces[{i}].path"))?;
                 match t {
                     LinuxNamespaceType::User => p.join_user = Some(fd),
-                    LinuxNamespaceType::Pid | LinuxNamespaceType::Time => p.parent_join.push((flag, fd)),
+                    LinuxNamespaceType::Pid | LinuxNamespaceType::Time => {
+                        p.parent_join.push((flag, fd))
+                    }
                     _ => p.child_join.push((flag, fd)),
                 }
             }
@@ -153,7 +166,9 @@ pub fn check_sysctl(key: &str, has: impl Fn(LinuxNamespaceType) -> bool) -> Resu
     if key.is_empty()
         || key.starts_with('.')
         || key.contains("..")
-        || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
     {
         return Err(Error::field(field, "malformed sysctl name"));
     }
@@ -164,7 +179,10 @@ pub fn check_sysctl(key: &str, has: impl Fn(LinuxNamespaceType) -> bool) -> Resu
     } else if key == "kernel.hostname" || key == "kernel.domainname" {
         LinuxNamespaceType::Uts
     } else {
-        return Err(Error::field(field, "not a namespaced sysctl: it would change the host"));
+        return Err(Error::field(
+            field,
+            "not a namespaced sysctl: it would change the host",
+        ));
     };
     if !has(need) {
         return Err(Error::field(
@@ -173,11 +191,14 @@ pub fn check_sysctl(key: &str, has: impl Fn(LinuxNamespaceType) -> bool) -> Resu
         ));
     }
     // net.ipv4.conf.eth0/1.forwarding: dots separate, slashes were dots.
-    let rel: String = key.chars().map(|c| match c {
-        '.' => '/',
-        '/' => '.',
-        c => c,
-    }).collect();
+    let rel: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
     Ok(PathBuf::from("/proc/sys").join(rel))
 }
 
@@ -211,7 +232,10 @@ pub fn rlimits_plan(p: &Process, can_raise: bool) -> Result<Vec<(Resource, u64, 
         let res = rlimit_resource(r.typ());
         let name = format!("{:?}", r.typ());
         if out.iter().any(|(x, _, _)| *x == res) {
-            return Err(Error::field(format!("process.rlimits[{i}]"), format!("{name} listed twice")));
+            return Err(Error::field(
+                format!("process.rlimits[{i}]"),
+                format!("{name} listed twice"),
+            ));
         }
         let (mut soft, mut hard) = (r.soft(), r.hard());
         if soft > hard {
@@ -220,7 +244,8 @@ pub fn rlimits_plan(p: &Process, can_raise: bool) -> Result<Vec<(Resource, u64, 
                 format!("soft limit {soft} is above the hard limit {hard}"),
             ));
         }
-        let (_, host_hard) = nix::sys::resource::getrlimit(res).ctx(|| format!("getrlimit {name}"))?;
+        let (_, host_hard) =
+            nix::sys::resource::getrlimit(res).ctx(|| format!("getrlimit {name}"))?;
         if hard > host_hard && !can_raise {
             tracing::warn!(
                 "process.rlimits: {} hard limit {hard} is above this host's {host_hard}; clamped to {host_hard}",
@@ -243,7 +268,10 @@ fn rlimit_name(t: PosixRlimitType) -> String {
 
 fn cstrings(v: &[String], field: &str) -> Result<Vec<CString>> {
     v.iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| Error::field(field, format!("{s:?} contains a NUL byte"))))
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| Error::field(field, format!("{s:?} contains a NUL byte")))
+        })
         .collect()
 }
 
@@ -253,7 +281,10 @@ fn process_plan(p: &Process, seccomp: Option<seccomp::Filter>) -> Result<Process
         return Err(Error::field("process.args", "must name a program"));
     }
     if !p.cwd().is_absolute() {
-        return Err(Error::field("process.cwd", format!("{} is not absolute", p.cwd().display())));
+        return Err(Error::field(
+            "process.cwd",
+            format!("{} is not absolute", p.cwd().display()),
+        ));
     }
     if let Some(profile) = p.apparmor_profile() {
         if !apparmor_enabled() {
@@ -268,7 +299,10 @@ fn process_plan(p: &Process, seccomp: Option<seccomp::Filter>) -> Result<Process
     let env = p.env().clone().unwrap_or_default();
     for (i, kv) in env.iter().enumerate() {
         if !kv.contains('=') {
-            return Err(Error::field(format!("process.env[{i}]"), format!("{kv:?} is not KEY=value")));
+            return Err(Error::field(
+                format!("process.env[{i}]"),
+                format!("{kv:?} is not KEY=value"),
+            ));
         }
     }
     let can_raise = caps::has_effective(::caps::Capability::CAP_SYS_RESOURCE);
@@ -287,10 +321,12 @@ fn process_plan(p: &Process, seccomp: Option<seccomp::Filter>) -> Result<Process
         rlimits: rlimits_plan(p, can_raise)?,
         oom_score_adj: p.oom_score_adj(),
         terminal: p.terminal().unwrap_or(false),
-        console_size: p
-            .console_size()
-            .as_ref()
-            .map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16)),
+        console_size: p.console_size().as_ref().map(|b| {
+            (
+                b.height().min(u16::MAX as u64) as u16,
+                b.width().min(u16::MAX as u64) as u16,
+            )
+        }),
         seccomp,
     })
 }
@@ -341,7 +377,10 @@ impl HookSet {
                     ));
                 }
                 if matches!(h.timeout(), Some(t) if t <= 0) {
-                    return Err(Error::field(format!("hooks.{name}[{i}].timeout"), "must be positive"));
+                    return Err(Error::field(
+                        format!("hooks.{name}[{i}].timeout"),
+                        "must be positive",
+                    ));
                 }
             }
         }
@@ -349,7 +388,13 @@ impl HookSet {
     }
 }
 
-fn hook_state(id: &str, status: Status, pid: i32, bundle: &Path, ann: &HashMap<String, String>) -> Vec<u8> {
+fn hook_state(
+    id: &str,
+    status: Status,
+    pid: i32,
+    bundle: &Path,
+    ann: &HashMap<String, String>,
+) -> Vec<u8> {
     serde_json::to_vec(&HookState {
         oci_version: state::OCI_VERSION,
         id,
@@ -373,11 +418,22 @@ fn devices_plan(spec: &Spec) -> Result<Vec<DevicePlan>> {
             owner: None,
         })
         .collect();
-    let devs = spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default();
+    let devs = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
     for (i, d) in devs.iter().enumerate() {
         let field = format!("linux.devices[{i}]");
-        if !d.path().is_absolute() || d.path().components().any(|c| c == std::path::Component::ParentDir) {
-            return Err(Error::field(format!("{field}.path"), format!("{} must be absolute, without \"..\"", d.path().display())));
+        if !d.path().is_absolute()
+            || d.path()
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(Error::field(
+                format!("{field}.path"),
+                format!("{} must be absolute, without \"..\"", d.path().display()),
+            ));
         }
         let kind = mounts::device_kind(d)?;
         let (major, minor) = if kind == SFlag::S_IFIFO {
@@ -407,7 +463,10 @@ fn abs_paths(v: Option<&Vec<String>>, field: &str) -> Result<Vec<PathBuf>> {
             if p.is_absolute() {
                 Ok(p)
             } else {
-                Err(Error::field(format!("{field}[{i}]"), format!("{s} is not absolute")))
+                Err(Error::field(
+                    format!("{field}[{i}]"),
+                    format!("{s} is not absolute"),
+                ))
             }
         })
         .collect()
@@ -437,23 +496,38 @@ struct Prepared {
 fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result<Prepared> {
     let rootfs = config::rootfs(bundle, spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
-    let process = spec.process().clone().ok_or_else(|| Error::field("process", "missing"))?;
+    let process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| Error::field("process", "missing"))?;
     let ns = ns_plan(spec)?;
     if !ns.has(LinuxNamespaceType::Mount) {
-        return Err(Error::field("linux.namespaces", "a mount namespace is required"));
+        return Err(Error::field(
+            "linux.namespaces",
+            "a mount namespace is required",
+        ));
     }
-    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !ns.has(LinuxNamespaceType::Uts) {
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !ns.has(LinuxNamespaceType::Uts)
+    {
         return Err(Error::field("hostname", "setting it needs a uts namespace"));
     }
-    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) && !ns.has(LinuxNamespaceType::Uts) {
-        return Err(Error::field("domainname", "setting it needs a uts namespace"));
+    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty())
+        && !ns.has(LinuxNamespaceType::Uts)
+    {
+        return Err(Error::field(
+            "domainname",
+            "setting it needs a uts namespace",
+        ));
     }
     let new_userns = ns.is_new(LinuxNamespaceType::User);
     let (uid_map, gid_map) = if new_userns {
         let u = linux.uid_mappings().clone().unwrap_or_default();
         let g = linux.gid_mappings().clone().unwrap_or_default();
         if u.is_empty() || g.is_empty() {
-            return Err(Error::field("linux.uidMappings", "a new user namespace needs uid and gid mappings"));
+            return Err(Error::field(
+                "linux.uidMappings",
+                "a new user namespace needs uid and gid mappings",
+            ));
         }
         (Some(id_map_lines(&u)), Some(id_map_lines(&g)))
     } else {
@@ -462,21 +536,36 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
     let time_offsets = match linux.time_offsets() {
         Some(offs) if !offs.is_empty() => {
             if !ns.new_time {
-                return Err(Error::field("linux.timeOffsets", "needs a new time namespace"));
+                return Err(Error::field(
+                    "linux.timeOffsets",
+                    "needs a new time namespace",
+                ));
             }
             let mut s = String::new();
             for (clock, o) in offs {
                 if clock != "monotonic" && clock != "boottime" {
-                    return Err(Error::field(format!("linux.timeOffsets.{clock}"), "unknown clock"));
+                    return Err(Error::field(
+                        format!("linux.timeOffsets.{clock}"),
+                        "unknown clock",
+                    ));
                 }
-                s.push_str(&format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)));
+                s.push_str(&format!(
+                    "{clock} {} {}\n",
+                    o.secs().unwrap_or(0),
+                    o.nanosecs().unwrap_or(0)
+                ));
             }
             Some(s)
         }
         _ => None,
     };
     let mut sysctls = Vec::new();
-    let mut keys: Vec<_> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+    let mut keys: Vec<_> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     keys.sort();
     for (k, v) in keys {
         let path = check_sysctl(&k, |t| ns.has(t))?;
@@ -488,9 +577,9 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
     mount_ops.retain(|_| true);
     let propagation_raw = linux.rootfs_propagation().clone();
     let after_pivot = match propagation_raw.as_deref() {
-        Some(p @ ("shared" | "rshared" | "private" | "rprivate" | "unbindable" | "runbindable")) => {
-            Some(mounts::root_propagation(Some(p))?)
-        }
+        Some(
+            p @ ("shared" | "rshared" | "private" | "rprivate" | "unbindable" | "runbindable"),
+        ) => Some(mounts::root_propagation(Some(p))?),
         _ => None,
     };
     let propagation = match propagation_raw.as_deref() {
@@ -505,20 +594,29 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
     Cgroup::validate(&resources)?;
     let cgroup = Cgroup::resolve(linux.cgroups_path().as_deref(), id)?;
     let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
-    let seccomp_listener = linux.seccomp().as_ref().and_then(|s| s.listener_path().clone());
+    let seccomp_listener = linux
+        .seccomp()
+        .as_ref()
+        .and_then(|s| s.listener_path().clone());
     let seccomp_metadata = linux
         .seccomp()
         .as_ref()
         .and_then(|s| s.listener_metadata().clone())
         .unwrap_or_default();
     if seccomp.as_ref().is_some_and(|f| f.has_notify()) && seccomp_listener.is_none() {
-        return Err(Error::field("linux.seccomp.listenerPath", "SCMP_ACT_NOTIFY needs a listener path"));
+        return Err(Error::field(
+            "linux.seccomp.listenerPath",
+            "SCMP_ACT_NOTIFY needs a listener path",
+        ));
     }
     let hooks = hooks_of(spec);
     hooks.check()?;
     let proc_plan = process_plan(&process, seccomp)?;
     if proc_plan.terminal && opts.console_socket.is_none() {
-        return Err(Error::field("process.terminal", "a terminal needs --console-socket"));
+        return Err(Error::field(
+            "process.terminal",
+            "a terminal needs --console-socket",
+        ));
     }
     let annotations = spec.annotations().clone().unwrap_or_default();
     let rootfs_plan = RootfsPlan {
@@ -529,7 +627,11 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
         cgroup_mounts: cgroup.mounts(),
         devices: devices_plan(spec)?,
         bind_devices: new_userns,
-        readonly: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        readonly: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
         no_pivot: opts.no_pivot,
         masked: abs_paths(linux.masked_paths().as_ref(), "linux.maskedPaths")?,
         readonly_paths: abs_paths(linux.readonly_paths().as_ref(), "linux.readonlyPaths")?,
@@ -618,7 +720,14 @@ impl ForChildren {
             Ok(())
         };
         for (flag, _) in joins {
-            save(*flag, if *flag == time { "time_for_children" } else { "pid_for_children" })?;
+            save(
+                *flag,
+                if *flag == time {
+                    "time_for_children"
+                } else {
+                    "pid_for_children"
+                },
+            )?;
         }
         if new_time.is_some() {
             save(time, "time_for_children")?;
@@ -630,7 +739,9 @@ impl ForChildren {
         if let Some(offsets) = new_time {
             nix::sched::unshare(time).ctx(|| "new time namespace")?;
             std::fs::write("/proc/self/timens_offsets", offsets).ctx(|| "linux.timeOffsets")?;
-        } else if guard.restore.iter().any(|(f, _)| *f == time) && !joins.iter().any(|(f, _)| *f == time) {
+        } else if guard.restore.iter().any(|(f, _)| *f == time)
+            && !joins.iter().any(|(f, _)| *f == time)
+        {
             // unreachable: time saved only when joined or new
         }
         Ok(guard)
@@ -665,21 +776,35 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 /// waiting for `start`.
 pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     config::validate_id(id)?;
-    let bundle = std::fs::canonicalize(&opts.bundle)
-        .map_err(|e| Error::Config { path: opts.bundle.clone(), msg: e.to_string() })?;
+    let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::Config {
+        path: opts.bundle.clone(),
+        msg: e.to_string(),
+    })?;
     let raw_path = bundle.join(state::CONFIG_FILE);
-    let raw = std::fs::read(&raw_path).map_err(|e| Error::Config { path: raw_path.clone(), msg: e.to_string() })?;
-    let spec = config::parse(&raw).map_err(|msg| Error::Config { path: raw_path, msg })?;
+    let raw = std::fs::read(&raw_path).map_err(|e| Error::Config {
+        path: raw_path.clone(),
+        msg: e.to_string(),
+    })?;
+    let spec = config::parse(&raw).map_err(|msg| Error::Config {
+        path: raw_path,
+        msg,
+    })?;
     let mut prep = prepare(&spec, &bundle, id, opts)?;
 
     std::fs::create_dir_all(&root.dir).ctx(|| format!("state root {}", root.dir.display()))?;
     let dir = root.container_dir(id);
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::Exists(id.into())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists(id.into()))
+        }
         Err(e) => return Err(Error::io(format!("{}", dir.display()), e)),
     }
-    let mut cleanup = Cleanup { dir: Some(dir.clone()), cgroup: None, pid: None };
+    let mut cleanup = Cleanup {
+        dir: Some(dir.clone()),
+        cgroup: None,
+        pid: None,
+    };
     std::fs::write(dir.join(state::CONFIG_FILE), &raw).ctx(|| "save config")?;
 
     let fifo_path = dir.join(state::FIFO_FILE);
@@ -692,7 +817,11 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     .ctx(|| "exec fifo")?;
     prep.init.fifo = Some(fifo);
 
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
+    let resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
     prep.cgroup.create()?;
     cleanup.cgroup = Some(prep.cgroup.clone());
     prep.cgroup.apply(&resources)?;
@@ -709,7 +838,8 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     let (mut chan, child_chan) = Channel::pair()?;
     let for_children = ForChildren::enter(&prep.ns.parent_join, prep.time_offsets.as_deref())?;
     let clone_flags = prep.ns.clone.bits();
-    let fork = berth_sys::process::fork_into(clone_flags, None).ctx(|| "clone container process")?;
+    let fork =
+        berth_sys::process::fork_into(clone_flags, None).ctx(|| "clone container process")?;
     let pid = match fork {
         berth_sys::process::Fork::Child => {
             drop(chan);
@@ -720,8 +850,10 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     drop(for_children);
     drop(child_chan);
     cleanup.pid = Some(pid);
-    let init_plan = std::mem::replace(&mut prep.init.fifo, None);
-    drop(init_plan);
+    // The child has its own copies; ours must not keep the fifo's reader
+    // or the console connection alive.
+    drop(prep.init.fifo.take());
+    drop(prep.init.console.take());
 
     if let Some(m) = &prep.gid_map {
         std::fs::write(format!("/proc/{pid}/gid_map"), m).ctx(|| "linux.gidMappings")?;
@@ -762,7 +894,12 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
         owner: "root".into(),
         annotations: prep.annotations.clone(),
         cgroup: prep.cgroup.clone(),
-        namespaces: prep.ns.present.iter().map(|t| ns_proc_name(*t).to_string()).collect(),
+        namespaces: prep
+            .ns
+            .present
+            .iter()
+            .map(|t| ns_proc_name(*t).to_string())
+            .collect(),
         use_terminal: prep.init.process.terminal,
     };
     saved.store(&dir)?;
@@ -784,7 +921,9 @@ fn init_died(pid: i32) -> Error {
 }
 
 fn send_seccomp_fd(prep: &Prepared, id: &str, pid: i32, bundle: &Path, fd: OwnedFd) -> Result<()> {
-    let Some(path) = &prep.seccomp_listener else { return Ok(()) };
+    let Some(path) = &prep.seccomp_listener else {
+        return Ok(());
+    };
     let st = serde_json::json!({
         "ociVersion": state::OCI_VERSION,
         "fds": ["seccompFd"],
@@ -837,7 +976,11 @@ fn view(saved: &Saved, status: Status) -> StateView {
     StateView {
         oci_version: state::OCI_VERSION.into(),
         id: saved.id.clone(),
-        pid: if status == Status::Stopped { 0 } else { saved.pid },
+        pid: if status == Status::Stopped {
+            0
+        } else {
+            saved.pid
+        },
         status,
         bundle: saved.bundle.clone(),
         rootfs: saved.rootfs.clone(),
@@ -901,19 +1044,31 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     let _ = std::fs::remove_file(&fifo);
     let hooks = hooks_of(&saved_spec(&dir)?);
     if !hooks.poststart.is_empty() {
-        let st = hook_state(id, Status::Running, saved.pid, &saved.bundle, &saved.annotations);
+        let st = hook_state(
+            id,
+            Status::Running,
+            saved.pid,
+            &saved.bundle,
+            &saved.annotations,
+        );
         crate::hooks::run_all_warn(&hooks.poststart, &st);
     }
     Ok(())
 }
 
 fn signal_init(saved: &Saved, sig: i32) -> Result<()> {
-    let pidfd = berth_sys::process::pidfd_open(saved.pid).ctx(|| format!("container process {}", saved.pid))?;
+    let pidfd = berth_sys::process::pidfd_open(saved.pid)
+        .ctx(|| format!("container process {}", saved.pid))?;
     // The pidfd pins the process: check it is still ours before signalling.
     if !state::init_alive(saved) {
-        return Err(Error::WrongState { id: saved.id.clone(), state: "stopped".into(), why: "container not running" });
+        return Err(Error::WrongState {
+            id: saved.id.clone(),
+            state: "stopped".into(),
+            why: "container not running",
+        });
     }
-    berth_sys::process::pidfd_send_signal(pidfd.as_fd(), sig).ctx(|| format!("signal {sig} to {}", saved.pid))
+    berth_sys::process::pidfd_send_signal(pidfd.as_fd(), sig)
+        .ctx(|| format!("signal {sig} to {}", saved.pid))
 }
 
 /// `kill`: send a signal to the container's process, or with `all` to
@@ -926,7 +1081,11 @@ pub fn kill(root: &Root, id: &str, sig: i32, all: bool) -> Result<()> {
         return Ok(());
     }
     if status == Status::Stopped {
-        return Err(Error::WrongState { id: id.into(), state: status.to_string(), why: "container not running" });
+        return Err(Error::WrongState {
+            id: id.into(),
+            state: status.to_string(),
+            why: "container not running",
+        });
     }
     signal_init(&saved, sig)
 }
@@ -975,7 +1134,11 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         }
     }
     if !wait_dead(&saved, Duration::from_secs(10)) {
-        return Err(Error::WrongState { id: id.into(), state: "running".into(), why: "its process did not die" });
+        return Err(Error::WrongState {
+            id: id.into(),
+            state: "running".into(),
+            why: "its process did not die",
+        });
     }
     saved.cgroup.destroy()?;
     let hooks = saved_spec(&dir).map(|s| hooks_of(&s)).unwrap_or_default();
@@ -992,7 +1155,11 @@ pub fn pause(root: &Root, id: &str) -> Result<()> {
     let (dir, saved) = load(root, id)?;
     let status = status_of(&dir, &saved);
     if status != Status::Running && status != Status::Created {
-        return Err(Error::WrongState { id: id.into(), state: status.to_string(), why: "only a running container can be paused" });
+        return Err(Error::WrongState {
+            id: id.into(),
+            state: status.to_string(),
+            why: "only a running container can be paused",
+        });
     }
     Ok(saved.cgroup.freeze()?)
 }
@@ -1002,7 +1169,11 @@ pub fn resume(root: &Root, id: &str) -> Result<()> {
     let (dir, saved) = load(root, id)?;
     let status = status_of(&dir, &saved);
     if status != Status::Paused {
-        return Err(Error::WrongState { id: id.into(), state: status.to_string(), why: "only a paused container can be resumed" });
+        return Err(Error::WrongState {
+            id: id.into(),
+            state: status.to_string(),
+            why: "only a paused container can be resumed",
+        });
     }
     Ok(saved.cgroup.thaw()?)
 }
@@ -1031,28 +1202,44 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
     let (dir, saved) = load(root, id)?;
     let status = status_of(&dir, &saved);
     if status != Status::Running && status != Status::Created {
-        return Err(Error::WrongState { id: id.into(), state: status.to_string(), why: "cannot exec in a container that is not running" });
+        return Err(Error::WrongState {
+            id: id.into(),
+            state: status.to_string(),
+            why: "cannot exec in a container that is not running",
+        });
     }
     let spec = saved_spec(&dir)?;
     let process = match &opts.process {
         Some(p) => p.clone(),
-        None => spec.process().clone().ok_or_else(|| Error::field("process", "missing"))?,
+        None => spec
+            .process()
+            .clone()
+            .ok_or_else(|| Error::field("process", "missing"))?,
     };
     let linux = spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
     let proc_plan = process_plan(&process, seccomp)?;
     if proc_plan.terminal && opts.console_socket.is_none() {
-        return Err(Error::field("process.terminal", "a terminal needs --console-socket"));
+        return Err(Error::field(
+            "process.terminal",
+            "a terminal needs --console-socket",
+        ));
     }
     let mut parent_join = Vec::new();
     let mut child_join = Vec::new();
     let mut join_user = None;
     for name in &saved.namespaces {
-        let t = LinuxNamespaceType::try_from(name.as_str()).map_err(|e| Error::Init(e.to_string()))?;
-        let fd = open_ns(Path::new(&format!("/proc/{}/ns/{name}", saved.pid)), "namespace")?;
+        let t =
+            LinuxNamespaceType::try_from(name.as_str()).map_err(|e| Error::Init(e.to_string()))?;
+        let fd = open_ns(
+            Path::new(&format!("/proc/{}/ns/{name}", saved.pid)),
+            "namespace",
+        )?;
         match t {
             LinuxNamespaceType::User => join_user = Some(fd),
-            LinuxNamespaceType::Pid | LinuxNamespaceType::Time => parent_join.push((ns_flag(t), fd)),
+            LinuxNamespaceType::Pid | LinuxNamespaceType::Time => {
+                parent_join.push((ns_flag(t), fd))
+            }
             _ => child_join.push((ns_flag(t), fd)),
         }
     }
@@ -1078,7 +1265,8 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
         is_init: false,
     };
     if let Some(sock) = &opts.console_socket {
-        let s = std::os::unix::net::UnixStream::connect(sock).ctx(|| format!("console socket {}", sock.display()))?;
+        let s = std::os::unix::net::UnixStream::connect(sock)
+            .ctx(|| format!("console socket {}", sock.display()))?;
         plan.console = Some(OwnedFd::from(s));
     }
     let (mut chan, child_chan) = Channel::pair()?;
@@ -1094,7 +1282,11 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
     drop(for_children);
     drop(child_chan);
     drop(plan);
-    let mut cleanup = Cleanup { dir: None, cgroup: None, pid: Some(pid) };
+    let mut cleanup = Cleanup {
+        dir: None,
+        cgroup: None,
+        pid: Some(pid),
+    };
     saved.cgroup.add_process(pid)?;
     chan.send(Tag::Go, &[])?;
     loop {

@@ -97,13 +97,20 @@ mod tests {
             .args(vec![
                 "sh".to_string(),
                 "-c".to_string(),
-                format!("cat > {}; echo \"$FOO\" >> {}", out.display(), out.display()),
+                format!(
+                    "cat > {}; echo \"$FOO\" >> {}",
+                    out.display(),
+                    out.display()
+                ),
             ])
             .env(vec!["FOO=bar".to_string()])
             .build()
             .unwrap();
         run(&h, b"{\"id\":\"x\"}").unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"id\":\"x\"}bar\n");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"id\":\"x\"}bar\n"
+        );
 
         let slow = HookBuilder::default()
             .path("/bin/sleep")

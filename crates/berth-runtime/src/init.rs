@@ -11,7 +11,6 @@ use crate::sync::{Channel, Tag};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
-use nix::sys::stat::SFlag;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::Hook;
 use std::ffi::CString;
@@ -19,16 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// A device node to create in the container's /dev.
-#[derive(Debug)]
-pub struct DevicePlan {
-    pub path: PathBuf,
-    pub kind: SFlag,
-    pub major: u64,
-    pub minor: u64,
-    pub mode: u32,
-    pub owner: Option<(u32, u32)>,
-}
+pub use crate::mounts::DevicePlan;
 
 /// The process to run: identity, limits and privileges.
 pub struct ProcessPlan {
@@ -149,7 +139,8 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
         crate::hooks::run_all(&plan.create_container_hooks, &plan.hook_state)?;
         mounts::enter_root(&r.rootfs, r.no_pivot)?;
         if let Some(p) = r.after_pivot_propagation {
-            nix::mount::mount(None::<&str>, "/", None::<&str>, p, None::<&str>).ctx(|| "rootfs propagation")?;
+            nix::mount::mount(None::<&str>, "/", None::<&str>, p, None::<&str>)
+                .ctx(|| "rootfs propagation")?;
         }
         for (path, value) in &plan.sysctls {
             std::fs::write(path, value).ctx(|| format!("sysctl {}", path.display()))?;
@@ -182,7 +173,10 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
 
     // seccomp before dropping privileges unless no_new_privs lets an
     // unprivileged process load it: then as late as possible.
-    let early_seccomp = p.seccomp.as_ref().filter(|f| !p.no_new_privileges || f.has_notify());
+    let early_seccomp = p
+        .seccomp
+        .as_ref()
+        .filter(|f| !p.no_new_privileges || f.has_notify());
     if let Some(f) = early_seccomp {
         if let Some(nfd) = f.load()? {
             chan.send_fd(Tag::SeccompFd, nfd.as_fd())?;
@@ -228,7 +222,11 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     crate::hooks::run_all(&plan.start_container_hooks, &plan.hook_state)?;
     reset_signals();
     let e = nix::unistd::execve(&exe, &p.args, &p.env).unwrap_err();
-    Err(init_err(format!("exec {:?}: {}", exe, e.desc().to_lowercase())))
+    Err(init_err(format!(
+        "exec {:?}: {}",
+        exe,
+        e.desc().to_lowercase()
+    )))
 }
 
 fn ns_name(f: CloneFlags) -> &'static str {
@@ -272,17 +270,27 @@ fn build_rootfs(r: &RootfsPlan, new_cgroupns: bool) -> Result<()> {
         }
     }
     for d in &r.devices {
-        mounts::create_device(root.as_fd(), &d.path, d.kind, d.major, d.minor, d.mode, d.owner, r.bind_devices)?;
+        mounts::create_device(root.as_fd(), d, r.bind_devices)?;
     }
     mounts::dev_symlinks(root.as_fd(), has_devpts)
 }
 
 /// chdir to the process's cwd and make sure it is inside the root.
 fn enter_cwd(cwd: &Path) -> Result<()> {
-    nix::unistd::chdir(cwd).map_err(|e| init_err(format!("cwd {}: {}", cwd.display(), e.desc().to_lowercase())))?;
-    let here = nix::unistd::getcwd().map_err(|e| init_err(format!("cwd {}: {e}", cwd.display())))?;
+    nix::unistd::chdir(cwd).map_err(|e| {
+        init_err(format!(
+            "cwd {}: {}",
+            cwd.display(),
+            e.desc().to_lowercase()
+        ))
+    })?;
+    let here =
+        nix::unistd::getcwd().map_err(|e| init_err(format!("cwd {}: {e}", cwd.display())))?;
     if !here.is_absolute() || here.as_os_str().as_bytes().starts_with(b"(unreachable)") {
-        return Err(init_err(format!("cwd {} is outside the container's root", cwd.display())));
+        return Err(init_err(format!(
+            "cwd {} is outside the container's root",
+            cwd.display()
+        )));
     }
     Ok(())
 }
@@ -291,7 +299,9 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Resolve argv[0] like execvp, but with the container's PATH.
 fn find_program(args: &[CString], env: &[CString]) -> Result<CString> {
-    let arg0 = args.first().ok_or_else(|| init_err("process.args is empty"))?;
+    let arg0 = args
+        .first()
+        .ok_or_else(|| init_err("process.args is empty"))?;
     let name = arg0.as_bytes();
     if name.contains(&b'/') {
         return check_exec(Path::new(std::ffi::OsStr::from_bytes(name))).map(|_| arg0.clone());
@@ -324,13 +334,19 @@ fn find_program(args: &[CString], env: &[CString]) -> Result<CString> {
 fn check_exec(p: &Path) -> Result<()> {
     use nix::unistd::{access, AccessFlags};
     match std::fs::metadata(p) {
-        Ok(m) if m.is_dir() => Err(init_err(format!("exec: {:?}: is a directory: permission denied", p))),
+        Ok(m) if m.is_dir() => Err(init_err(format!(
+            "exec: {:?}: is a directory: permission denied",
+            p
+        ))),
         Ok(_) => access(p, AccessFlags::X_OK)
             .map_err(|_| init_err(format!("exec: {:?}: permission denied", p))),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Err(init_err(format!("exec: {:?}: permission denied", p)))
         }
-        Err(_) => Err(init_err(format!("exec: {:?}: no such file or directory: not found", p))),
+        Err(_) => Err(init_err(format!(
+            "exec: {:?}: no such file or directory: not found",
+            p
+        ))),
     }
 }
 
@@ -370,17 +386,24 @@ fn reset_signals() {
 /// socket, make the slave our controlling terminal and stdio.
 fn setup_terminal(console: Option<OwnedFd>, size: Option<(u16, u16)>, is_init: bool) -> Result<()> {
     use nix::fcntl::OFlag;
-    let console = console.ok_or_else(|| init_err("process.terminal is set but no console socket was given"))?;
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).ctx(|| "open /dev/ptmx")?;
+    let console = console
+        .ok_or_else(|| init_err("process.terminal is set but no console socket was given"))?;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .ctx(|| "open /dev/ptmx")?;
     nix::pty::grantpt(&master).ctx(|| "grantpt")?;
     nix::pty::unlockpt(&master).ctx(|| "unlockpt")?;
     let name = nix::pty::ptsname_r(&master).ctx(|| "ptsname")?;
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, nix::sys::stat::Mode::empty())
-        .ctx(|| format!("open {name}"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("open {name}"))?;
     if let Some((rows, cols)) = size {
         berth_sys::pty::set_winsize(slave.as_fd(), rows, cols).ctx(|| "set console size")?;
     }
-    berth_sys::fd::send_with_fd(console.as_fd(), name.as_bytes(), master.as_fd()).ctx(|| "send console to the console socket")?;
+    berth_sys::fd::send_with_fd(console.as_fd(), name.as_bytes(), master.as_fd())
+        .ctx(|| "send console to the console socket")?;
     drop(master);
     drop(console);
     if !is_init {

@@ -87,7 +87,8 @@ pub fn parse_options(opts: &[String]) -> Options {
                     "slave" => MsFlags::MS_SLAVE,
                     _ => MsFlags::MS_UNBINDABLE,
                 };
-                o.propagation.push(if rec { base | MsFlags::MS_REC } else { base });
+                o.propagation
+                    .push(if rec { base | MsFlags::MS_REC } else { base });
                 continue;
             }
             "rro" => {
@@ -187,7 +188,11 @@ pub fn plan(mounts: &[Mount], bundle: &Path) -> Result<Vec<MountOp>> {
             let src = op.source.clone().ok_or_else(|| {
                 Error::field(format!("mounts[{i}].source"), "a bind mount needs a source")
             })?;
-            op.source = Some(if src.is_absolute() { src } else { bundle.join(src) });
+            op.source = Some(if src.is_absolute() {
+                src
+            } else {
+                bundle.join(src)
+            });
             op.options.flags.insert(MsFlags::MS_BIND);
         }
         ops.push(op);
@@ -196,7 +201,9 @@ pub fn plan(mounts: &[Mount], bundle: &Path) -> Result<Vec<MountOp>> {
 }
 
 fn rel(p: &Path) -> PathBuf {
-    p.strip_prefix("/").map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
+    p.strip_prefix("/")
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn errno_of(e: &std::io::Error) -> i32 {
@@ -219,7 +226,8 @@ pub fn resolve_create(root: BorrowedFd<'_>, dest: &Path, file: bool) -> Result<O
             Ok(fd) if last => return Ok(fd),
             Ok(_) => continue,
             Err(e) if errno_of(&e) == libc::ENOENT => {
-                let pfd = open_in_root(root, &parent, libc::O_PATH | libc::O_DIRECTORY, 0).ctx(ctx)?;
+                let pfd =
+                    open_in_root(root, &parent, libc::O_PATH | libc::O_DIRECTORY, 0).ctx(ctx)?;
                 if last && file {
                     let f = open_in_root(
                         root,
@@ -230,7 +238,11 @@ pub fn resolve_create(root: BorrowedFd<'_>, dest: &Path, file: bool) -> Result<O
                     .ctx(ctx)?;
                     drop(f);
                 } else {
-                    match nix::sys::stat::mkdirat(&pfd, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                    match nix::sys::stat::mkdirat(
+                        &pfd,
+                        c.as_os_str(),
+                        Mode::from_bits_truncate(0o755),
+                    ) {
                         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                         Err(e) => return Err(Error::sys(ctx(), e)),
                     }
@@ -247,7 +259,8 @@ pub fn resolve_create(root: BorrowedFd<'_>, dest: &Path, file: bool) -> Result<O
 }
 
 fn open_dest(root: BorrowedFd<'_>, dest: &Path) -> Result<OwnedFd> {
-    open_in_root(root, &rel(dest), libc::O_PATH, 0).ctx(|| format!("mount destination {}", dest.display()))
+    open_in_root(root, &rel(dest), libc::O_PATH, 0)
+        .ctx(|| format!("mount destination {}", dest.display()))
 }
 
 fn do_mount(
@@ -287,26 +300,52 @@ fn locked_flags(target: &Path) -> MsFlags {
 /// Make the mount at `target` read-only (a bind remount keeping the
 /// flags the kernel locks).
 pub fn remount_readonly(target: &Path, extra: MsFlags) -> Result<()> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(target) | extra;
+    let flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(target) | extra;
     do_mount(None, target, None, flags, None, target)
 }
 
 /// Before any mount: stop propagation back to the host and make the rootfs
 /// a mount point of its own.
 pub fn prepare_root(rootfs: &Path, propagation: MsFlags) -> Result<()> {
-    do_mount(None, Path::new("/"), None, propagation, None, Path::new("/"))?;
-    do_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, rootfs)
+    do_mount(
+        None,
+        Path::new("/"),
+        None,
+        propagation,
+        None,
+        Path::new("/"),
+    )?;
+    do_mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+        rootfs,
+    )
 }
 
 /// Mount one planned entry under the root open as `root`.
-pub fn mount_one(root: BorrowedFd<'_>, op: &MountOp, cgroups: &[CgroupMount], new_cgroupns: bool) -> Result<()> {
+pub fn mount_one(
+    root: BorrowedFd<'_>,
+    op: &MountOp,
+    cgroups: &[CgroupMount],
+    new_cgroupns: bool,
+) -> Result<()> {
     let dest = &op.destination;
     let o = &op.options;
-    let data = if o.data.is_empty() { None } else { Some(o.data.join(",")) };
+    let data = if o.data.is_empty() {
+        None
+    } else {
+        Some(o.data.join(","))
+    };
     // Flags mount(2) applies at creation; read-only binds need a remount.
     let create_flags = o.flags & !(MsFlags::MS_REMOUNT);
     match op.fstype.as_str() {
-        "cgroup" | "cgroup2" if !op.is_bind() => return mount_cgroup(root, op, cgroups, new_cgroupns),
+        "cgroup" | "cgroup2" if !op.is_bind() => {
+            return mount_cgroup(root, op, cgroups, new_cgroupns)
+        }
         _ => {}
     }
     if op.is_bind() {
@@ -328,19 +367,44 @@ pub fn mount_one(root: BorrowedFd<'_>, op: &MountOp, cgroups: &[CgroupMount], ne
     }
     let fd = resolve_create(root, dest, false)?;
     let target = proc_path(fd.as_fd());
-    let src = op.source.clone().unwrap_or_else(|| PathBuf::from(&op.fstype));
-    let res = mount(Some(&src), &target, Some(op.fstype.as_str()), create_flags, data.as_deref());
+    let src = op
+        .source
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&op.fstype));
+    let res = mount(
+        Some(&src),
+        &target,
+        Some(op.fstype.as_str()),
+        create_flags,
+        data.as_deref(),
+    );
     match res {
         Ok(()) => {}
         // Without its own network (or IPC) namespace the kernel may refuse a
         // fresh sysfs/mqueue: show the host's read-only instead, as runc does.
         Err(nix::errno::Errno::EPERM) if op.fstype == "sysfs" || op.fstype == "mqueue" => {
-            let host = if op.fstype == "sysfs" { "/sys" } else { "/dev/mqueue" };
-            do_mount(Some(Path::new(host)), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, dest)?;
+            let host = if op.fstype == "sysfs" {
+                "/sys"
+            } else {
+                "/dev/mqueue"
+            };
+            do_mount(
+                Some(Path::new(host)),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                dest,
+            )?;
             let fd = open_dest(root, dest)?;
             remount_readonly(&proc_path(fd.as_fd()), create_flags & !MsFlags::MS_RDONLY)?;
         }
-        Err(e) => return Err(Error::sys(format!("mount {} on {}", op.fstype, dest.display()), e)),
+        Err(e) => {
+            return Err(Error::sys(
+                format!("mount {} on {}", op.fstype, dest.display()),
+                e,
+            ))
+        }
     }
     let fd = open_dest(root, dest)?;
     finish(&proc_path(fd.as_fd()), o, dest)
@@ -351,8 +415,12 @@ fn finish(target: &Path, o: &Options, dest: &Path) -> Result<()> {
         do_mount(None, target, None, *p, None, dest)?;
     }
     if o.rec_set != 0 || o.rec_clear != 0 {
-        let fd = nix::fcntl::open(target, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-            .ctx(|| format!("mount {}", dest.display()))?;
+        let fd = nix::fcntl::open(
+            target,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("mount {}", dest.display()))?;
         berth_sys::mount::set_attr(fd.as_fd(), o.rec_set, o.rec_clear, true)
             .ctx(|| format!("recursive mount attributes on {}", dest.display()))?;
     }
@@ -361,7 +429,12 @@ fn finish(target: &Path, o: &Options, dest: &Path) -> Result<()> {
 
 /// A `cgroup` mount: cgroup2 itself with a cgroup namespace on a v2 host,
 /// otherwise the container's own cgroup directories bound under a tmpfs.
-fn mount_cgroup(root: BorrowedFd<'_>, op: &MountOp, cgroups: &[CgroupMount], new_cgroupns: bool) -> Result<()> {
+fn mount_cgroup(
+    root: BorrowedFd<'_>,
+    op: &MountOp,
+    cgroups: &[CgroupMount],
+    new_cgroupns: bool,
+) -> Result<()> {
     let dest = &op.destination;
     let ro = op.options.flags.contains(MsFlags::MS_RDONLY);
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -370,10 +443,29 @@ fn mount_cgroup(root: BorrowedFd<'_>, op: &MountOp, cgroups: &[CgroupMount], new
             let fd = resolve_create(root, dest, false)?;
             let target = proc_path(fd.as_fd());
             if new_cgroupns {
-                let flags = base | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() };
-                return do_mount(Some(Path::new("cgroup2")), &target, Some("cgroup2"), flags, None, dest);
+                let flags = base
+                    | if ro {
+                        MsFlags::MS_RDONLY
+                    } else {
+                        MsFlags::empty()
+                    };
+                return do_mount(
+                    Some(Path::new("cgroup2")),
+                    &target,
+                    Some("cgroup2"),
+                    flags,
+                    None,
+                    dest,
+                );
             }
-            do_mount(Some(&only.host_dir), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, dest)?;
+            do_mount(
+                Some(&only.host_dir),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                dest,
+            )?;
             if ro {
                 let fd = open_dest(root, dest)?;
                 remount_readonly(&proc_path(fd.as_fd()), base)?;
@@ -383,12 +475,26 @@ fn mount_cgroup(root: BorrowedFd<'_>, op: &MountOp, cgroups: &[CgroupMount], new
     }
     let fd = resolve_create(root, dest, false)?;
     let target = proc_path(fd.as_fd());
-    do_mount(Some(Path::new("tmpfs")), &target, Some("tmpfs"), base, Some("mode=755"), dest)?;
+    do_mount(
+        Some(Path::new("tmpfs")),
+        &target,
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+        dest,
+    )?;
     for cg in cgroups {
         let sub = dest.join(cg.name.trim_start_matches("name="));
         let fd = resolve_create(root, &sub, false)?;
         let target = proc_path(fd.as_fd());
-        do_mount(Some(&cg.host_dir), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, &sub)?;
+        do_mount(
+            Some(&cg.host_dir),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+            &sub,
+        )?;
         if ro {
             let fd = open_dest(root, &sub)?;
             remount_readonly(&proc_path(fd.as_fd()), base)?;
@@ -410,31 +516,50 @@ fn mount_cgroup(root: BorrowedFd<'_>, op: &MountOp, cgroups: &[CgroupMount], new
 
 /// The devices every container gets (runtime-spec "Default Devices").
 pub fn default_devices() -> Vec<(PathBuf, SFlag, u64, u64)> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .into_iter()
-        .map(|(n, ma, mi)| (PathBuf::from(format!("/dev/{n}")), SFlag::S_IFCHR, ma, mi))
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(n, ma, mi)| (PathBuf::from(format!("/dev/{n}")), SFlag::S_IFCHR, ma, mi))
+    .collect()
+}
+
+/// A device node to create in the container's /dev.
+#[derive(Debug)]
+pub struct DevicePlan {
+    pub path: PathBuf,
+    pub kind: SFlag,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Create a device node inside the root; in a user namespace, where mknod
 /// is not allowed, bind the host's node instead.
-pub fn create_device(
-    root: BorrowedFd<'_>,
-    path: &Path,
-    kind: SFlag,
-    major: u64,
-    minor: u64,
-    mode: u32,
-    owner: Option<(u32, u32)>,
-    bind: bool,
-) -> Result<()> {
+pub fn create_device(root: BorrowedFd<'_>, d: &DevicePlan, bind: bool) -> Result<()> {
+    let path = d.path.as_path();
     let ctx = || format!("device {}", path.display());
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().ok_or_else(|| Error::field("linux.devices", format!("{}: no file name", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        Error::field("linux.devices", format!("{}: no file name", path.display()))
+    })?;
     let pfd = resolve_create(root, parent, false)?;
     if bind {
         let fd = resolve_create(root, path, true)?;
-        return do_mount(Some(path), &proc_path(fd.as_fd()), None, MsFlags::MS_BIND, None, path);
+        return do_mount(
+            Some(path),
+            &proc_path(fd.as_fd()),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            path,
+        );
     }
     // An existing entry (from the image) is replaced.
     let _ = nix::unistd::unlinkat(&pfd, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
@@ -442,13 +567,13 @@ pub fn create_device(
     let res = nix::sys::stat::mknodat(
         &pfd,
         name,
-        kind,
-        Mode::from_bits_truncate(mode & 0o7777),
-        nix::sys::stat::makedev(major, minor),
+        d.kind,
+        Mode::from_bits_truncate(d.mode & 0o7777),
+        nix::sys::stat::makedev(d.major, d.minor),
     );
     nix::sys::stat::umask(old);
     res.ctx(ctx)?;
-    if let Some((uid, gid)) = owner {
+    if let Some((uid, gid)) = d.owner {
         nix::unistd::fchownat(
             &pfd,
             name,
@@ -470,7 +595,10 @@ pub fn device_kind(d: &LinuxDevice) -> Result<SFlag> {
         LinuxDeviceType::A => {
             return Err(Error::field(
                 "linux.devices",
-                format!("{}: type \"a\" is not a device node type", d.path().display()),
+                format!(
+                    "{}: type \"a\" is not a device node type",
+                    d.path().display()
+                ),
             ))
         }
     })
@@ -504,20 +632,44 @@ pub fn dev_symlinks(root: BorrowedFd<'_>, has_devpts: bool) -> Result<()> {
 /// Make `rootfs` the process's `/`: pivot_root, or with `no_pivot` a move
 /// mount and chroot (for roots pivot_root cannot take, like a ramfs).
 pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
-    let new = nix::fcntl::open(rootfs, nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| format!("open rootfs {}", rootfs.display()))?;
+    let new = nix::fcntl::open(
+        rootfs,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open rootfs {}", rootfs.display()))?;
     nix::unistd::fchdir(&new).ctx(|| "chdir rootfs")?;
     if no_pivot {
-        mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).ctx(|| "move rootfs to /")?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .ctx(|| "move rootfs to /")?;
         nix::unistd::chroot(".").ctx(|| "chroot")?;
     } else {
-        let old = nix::fcntl::open("/", nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-            .ctx(|| "open /")?;
+        let old = nix::fcntl::open(
+            "/",
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| "open /")?;
         nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root")?;
         // The old root is now stacked under the new one: detach it without
         // letting the unmount propagate anywhere.
         nix::unistd::fchdir(&old).ctx(|| "chdir old root")?;
-        mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>).ctx(|| "make old root slave")?;
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| "make old root slave")?;
         umount2(".", MntFlags::MNT_DETACH).ctx(|| "unmount old root")?;
     }
     nix::unistd::chdir("/").ctx(|| "chdir /")
@@ -532,15 +684,35 @@ pub fn mask_path(p: &Path) -> Result<()> {
         Err(e) => return Err(Error::io(format!("masked path {}", p.display()), e)),
     };
     if meta.is_dir() {
-        do_mount(Some(Path::new("tmpfs")), p, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0k,nr_inodes=1"), p)
+        do_mount(
+            Some(Path::new("tmpfs")),
+            p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0k,nr_inodes=1"),
+            p,
+        )
     } else {
-        do_mount(Some(Path::new("/dev/null")), p, None, MsFlags::MS_BIND, None, p)
+        do_mount(
+            Some(Path::new("/dev/null")),
+            p,
+            None,
+            MsFlags::MS_BIND,
+            None,
+            p,
+        )
     }
 }
 
 /// Make a path read-only. Missing paths are fine.
 pub fn readonly_path(p: &Path) -> Result<()> {
-    match mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+    match mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
         Ok(()) => remount_readonly(p, MsFlags::MS_REC),
         Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(Error::sys(format!("readonly path {}", p.display()), e)),
@@ -579,7 +751,10 @@ mod tests {
     #[test]
     fn options() {
         let o = opts(&["nosuid", "noexec", "nodev", "mode=755", "size=65536k"]);
-        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV);
+        assert_eq!(
+            o.flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV
+        );
         assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
         let o = opts(&["rbind", "ro", "rw"]);
         assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
@@ -594,7 +769,10 @@ mod tests {
             ]
         );
         let o = opts(&["rro", "rnosuid"]);
-        assert_eq!(o.rec_set, berth_sys::mount::MOUNT_ATTR_RDONLY | berth_sys::mount::MOUNT_ATTR_NOSUID);
+        assert_eq!(
+            o.rec_set,
+            berth_sys::mount::MOUNT_ATTR_RDONLY | berth_sys::mount::MOUNT_ATTR_NOSUID
+        );
         assert!(o.flags.is_empty());
     }
 
@@ -613,16 +791,26 @@ mod tests {
         let ops = plan(&[m("/data", "bind", "src", &["rbind", "ro"])], bundle).unwrap();
         assert_eq!(ops[0].source.as_deref(), Some(Path::new("/b/src")));
         assert!(ops[0].is_bind());
-        let e = plan(&[m("rel", "tmpfs", "tmpfs", &[])], bundle).unwrap_err().to_string();
+        let e = plan(&[m("rel", "tmpfs", "tmpfs", &[])], bundle)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mounts[0].destination"), "{e}");
-        let e = plan(&[m("/a/../../x", "tmpfs", "tmpfs", &[])], bundle).unwrap_err().to_string();
+        let e = plan(&[m("/a/../../x", "tmpfs", "tmpfs", &[])], bundle)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(".."), "{e}");
     }
 
     #[test]
     fn propagation_values() {
-        assert_eq!(root_propagation(None).unwrap(), MsFlags::MS_SLAVE | MsFlags::MS_REC);
-        assert_eq!(root_propagation(Some("shared")).unwrap(), MsFlags::MS_SHARED);
+        assert_eq!(
+            root_propagation(None).unwrap(),
+            MsFlags::MS_SLAVE | MsFlags::MS_REC
+        );
+        assert_eq!(
+            root_propagation(Some("shared")).unwrap(),
+            MsFlags::MS_SHARED
+        );
         assert!(root_propagation(Some("weird")).is_err());
     }
 }

@@ -19,22 +19,36 @@ pub fn parse(s: &str) -> Result<i32> {
         let off = if rest.is_empty() {
             0
         } else {
-            rest.strip_prefix('+').and_then(|r| r.parse::<i32>().ok()).ok_or_else(unknown)?
+            rest.strip_prefix('+')
+                .and_then(|r| r.parse::<i32>().ok())
+                .ok_or_else(unknown)?
         };
         let n = libc::SIGRTMIN() + off;
-        return if n <= libc::SIGRTMAX() { Ok(n) } else { Err(unknown()) };
+        return if n <= libc::SIGRTMAX() {
+            Ok(n)
+        } else {
+            Err(unknown())
+        };
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
         let off = if rest.is_empty() {
             0
         } else {
-            rest.strip_prefix('-').and_then(|r| r.parse::<i32>().ok()).ok_or_else(unknown)?
+            rest.strip_prefix('-')
+                .and_then(|r| r.parse::<i32>().ok())
+                .ok_or_else(unknown)?
         };
         let n = libc::SIGRTMAX() - off;
-        return if n >= libc::SIGRTMIN() { Ok(n) } else { Err(unknown()) };
+        return if n >= libc::SIGRTMIN() {
+            Ok(n)
+        } else {
+            Err(unknown())
+        };
     }
     let full = format!("SIG{name}");
-    full.parse::<Signal>().map(|s| s as i32).map_err(|_| unknown())
+    full.parse::<Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| unknown())
 }
 
 #[cfg(test)]

@@ -44,7 +44,13 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Value {
     if rootless {
         namespaces.retain(|n| n["type"] != "network");
         namespaces.push(json!({"type": "user"}));
-        mounts[2]["options"] = json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+        mounts[2]["options"] = json!([
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620"
+        ]);
         mounts[5] = json!({"destination": "/sys", "type": "none", "source": "/sys",
                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
         mounts.pop();
@@ -80,7 +86,12 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Value {
 
 /// The features document (runtime-spec features.md).
 pub fn features() -> Value {
-    let caps: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let caps: Vec<String> = caps::all()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     json!({
         "ociVersionMin": "1.0.0",
@@ -144,9 +155,22 @@ mod tests {
             let v = default_spec(rootless, 1000, 1000);
             let s = serde_json::to_vec(&v).unwrap();
             let spec = crate::config::parse(&s).unwrap();
-            assert_eq!(spec.process().as_ref().unwrap().args().as_ref().unwrap(), &["sh"]);
-            let nss = spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
-            assert_eq!(nss.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User), rootless);
+            assert_eq!(
+                spec.process().as_ref().unwrap().args().as_ref().unwrap(),
+                &["sh"]
+            );
+            let nss = spec
+                .linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                nss.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User),
+                rootless
+            );
         }
     }
 
@@ -154,6 +178,10 @@ mod tests {
     fn features_list_hooks() {
         let f = features();
         assert_eq!(f["hooks"].as_array().unwrap().len(), 6);
-        assert!(f["linux"]["capabilities"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
+        assert!(f["linux"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "CAP_SYS_ADMIN"));
     }
 }

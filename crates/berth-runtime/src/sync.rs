@@ -41,6 +41,9 @@ impl Tag {
     }
 }
 
+/// One received message: its tag, payload and the descriptor sent with it.
+pub type Message = (Tag, Vec<u8>, Option<OwnedFd>);
+
 pub struct Channel {
     pub sock: UnixStream,
 }
@@ -69,7 +72,7 @@ impl Channel {
     }
 
     /// Receive one message and the descriptor that came with it, if any.
-    pub fn recv_any(&mut self) -> Result<Option<(Tag, Vec<u8>, Option<OwnedFd>)>> {
+    pub fn recv_any(&mut self) -> Result<Option<Message>> {
         let mut head = [0u8; 5];
         let (n, fd) = loop {
             match berth_sys::fd::recv_with_fd(self.sock.as_fd(), &mut head) {

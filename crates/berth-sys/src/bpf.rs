@@ -76,7 +76,12 @@ impl fmt::Display for ProgLoadError {
         if self.log.trim().is_empty() {
             write!(f, "bpf program load: {}", self.error)
         } else {
-            write!(f, "bpf program load: {}: verifier log: {}", self.error, self.log.trim())
+            write!(
+                f,
+                "bpf program load: {}: verifier log: {}",
+                self.error,
+                self.log.trim()
+            )
         }
     }
 }
@@ -197,7 +202,12 @@ fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
 /// Load a program of `prog_type`. `name` is cut to 15 bytes (the kernel
 /// accepts letters, digits, '_' and '.'). When the kernel refuses, the load
 /// is retried once with a verifier log, returned in the error.
-pub fn prog_load(prog_type: u32, insns: &[Insn], license: &CStr, name: &str) -> Result<OwnedFd, ProgLoadError> {
+pub fn prog_load(
+    prog_type: u32,
+    insns: &[Insn],
+    license: &CStr,
+    name: &str,
+) -> Result<OwnedFd, ProgLoadError> {
     let insn_cnt = u32::try_from(insns.len()).map_err(|_| ProgLoadError {
         error: io::Error::from_raw_os_error(libc::E2BIG),
         log: String::new(),
@@ -245,7 +255,12 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &CStr, name: &str) -> 
 }
 
 /// Attach `prog` to the cgroup directory `cgroup` (an fd of the directory).
-pub fn prog_attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u32, flags: u32) -> io::Result<()> {
+pub fn prog_attach(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<()> {
     let mut attr = AttachAttr {
         target_fd: fd_u32(cgroup),
         attach_bpf_fd: fd_u32(prog),
@@ -258,7 +273,11 @@ pub fn prog_attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u3
 }
 
 /// Detach `prog` from the cgroup directory `cgroup`.
-pub fn prog_detach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+pub fn prog_detach(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<()> {
     let mut attr = AttachAttr {
         target_fd: fd_u32(cgroup),
         attach_bpf_fd: fd_u32(prog),
@@ -358,7 +377,10 @@ mod tests {
         }
         // SAFETY: geteuid has no preconditions and touches no memory.
         let euid = unsafe { libc::geteuid() };
-        assert_eq!(euid, 0, "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)");
+        assert_eq!(
+            euid, 0,
+            "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)"
+        );
         let mount = cgroup2_mount().expect("no cgroup2 mount in /proc/self/mountinfo");
         let dir = mount.join(format!("berth-sys-bpf-test-{}", std::process::id()));
         std::fs::create_dir(&dir).expect("mkdir cgroup");
@@ -371,16 +393,29 @@ mod tests {
         let _rm = Rm(dir.clone());
 
         let prog = [Insn::new(0xb7, 0, 0, 0, 1), Insn::new(0x95, 0, 0, 0, 0)];
-        let fd = prog_load(BPF_PROG_TYPE_CGROUP_DEVICE, &prog, c"Apache-2.0", "berth_test").expect("load");
+        let fd = prog_load(
+            BPF_PROG_TYPE_CGROUP_DEVICE,
+            &prog,
+            c"Apache-2.0",
+            "berth_test",
+        )
+        .expect("load");
         let id = prog_id(fd.as_fd()).expect("prog id");
         assert!(id > 0);
         let cg = std::fs::File::open(&dir).expect("open cgroup dir");
-        assert!(prog_query(cg.as_fd(), BPF_CGROUP_DEVICE).expect("query").is_empty());
+        assert!(prog_query(cg.as_fd(), BPF_CGROUP_DEVICE)
+            .expect("query")
+            .is_empty());
         prog_attach(cg.as_fd(), fd.as_fd(), BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI).expect("attach");
-        assert_eq!(prog_query(cg.as_fd(), BPF_CGROUP_DEVICE).expect("query"), vec![id]);
+        assert_eq!(
+            prog_query(cg.as_fd(), BPF_CGROUP_DEVICE).expect("query"),
+            vec![id]
+        );
         let again = prog_get_fd_by_id(id).expect("fd by id");
         prog_detach(cg.as_fd(), again.as_fd(), BPF_CGROUP_DEVICE).expect("detach");
-        assert!(prog_query(cg.as_fd(), BPF_CGROUP_DEVICE).expect("query").is_empty());
+        assert!(prog_query(cg.as_fd(), BPF_CGROUP_DEVICE)
+            .expect("query")
+            .is_empty());
     }
 
     #[test]
@@ -390,10 +425,19 @@ mod tests {
         }
         // SAFETY: geteuid has no preconditions and touches no memory.
         let euid = unsafe { libc::geteuid() };
-        assert_eq!(euid, 0, "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)");
+        assert_eq!(
+            euid, 0,
+            "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)"
+        );
         // exit without setting r0: the verifier must refuse.
         let prog = [Insn::new(0x95, 0, 0, 0, 0)];
-        let err = prog_load(BPF_PROG_TYPE_CGROUP_DEVICE, &prog, c"Apache-2.0", "berth_bad").expect_err("must fail");
+        let err = prog_load(
+            BPF_PROG_TYPE_CGROUP_DEVICE,
+            &prog,
+            c"Apache-2.0",
+            "berth_bad",
+        )
+        .expect_err("must fail");
         assert!(err.log.contains("R0"), "log: {}", err.log);
     }
 

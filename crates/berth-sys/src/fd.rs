@@ -26,7 +26,11 @@ pub fn cloexec_from(from: RawFd) -> io::Result<()> {
     // Old kernels: walk /proc/self/fd.
     let mut fds = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
-        if let Some(fd) = entry?.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) {
+        if let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        {
             if fd >= from {
                 fds.push(fd);
             }
@@ -52,7 +56,8 @@ pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 #[repr(C)]
@@ -67,7 +72,12 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// Open `path` as if `root` were `/`: `..` and absolute symlinks cannot
 /// climb out of `root` (openat2 with RESOLVE_IN_ROOT).
-pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+pub fn open_in_root(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     let c = cpath(path)?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
@@ -123,8 +133,13 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, 
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
     let n = msg.bytes;
     let mut got = None;
     for c in msg.cmsgs().map_err(io::Error::from)? {

@@ -16,7 +16,8 @@ pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 /// Clone the mount at `path` into a detached mount tree (open_tree with
 /// OPEN_TREE_CLONE); `recursive` takes its submounts too.
 pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32;
     if recursive {
         flags |= AT_RECURSIVE;

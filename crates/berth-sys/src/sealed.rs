@@ -31,7 +31,9 @@ fn readonly_bind() -> io::Result<OwnedFd> {
     let tree = crate::mount::open_tree_clone(Path::new("/proc/self/exe"), false)?;
     crate::mount::set_attr(
         tree.as_fd(),
-        crate::mount::MOUNT_ATTR_RDONLY | crate::mount::MOUNT_ATTR_NODEV | crate::mount::MOUNT_ATTR_NOSUID,
+        crate::mount::MOUNT_ATTR_RDONLY
+            | crate::mount::MOUNT_ATTR_NODEV
+            | crate::mount::MOUNT_ATTR_NOSUID,
         0,
         false,
     )?;
@@ -41,7 +43,10 @@ fn readonly_bind() -> io::Result<OwnedFd> {
 fn sealed_memfd() -> io::Result<OwnedFd> {
     // SAFETY: memfd_create with a valid C string literal.
     let rc = unsafe {
-        libc::memfd_create(c"berth-runtime".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        libc::memfd_create(
+            c"berth-runtime".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());

@@ -47,7 +47,11 @@ pub fn log_error_json(log: &Path, msg: &str) {
         "msg": msg,
         "time": humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
     });
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
         let _ = writeln!(f, "{line}");
     }
 }

@@ -268,7 +268,11 @@ fn run(cli: RuntimeCli) -> anyhow::Result<i32> {
             exec(&root, &a)
         }
         Cmd::List { format, quiet } => list(&root, &format, quiet),
-        Cmd::Ps { format, id, ps_args } => ps(&root, &id, &format, &ps_args),
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => ps(&root, &id, &format, &ps_args),
         Cmd::Pause { id } => {
             berth_runtime::pause(&root, &id)?;
             Ok(0)
@@ -278,7 +282,10 @@ fn run(cli: RuntimeCli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Features => {
-            println!("{}", serde_json::to_string_pretty(&berth_runtime::spec::features())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&berth_runtime::spec::features())?
+            );
             Ok(0)
         }
         Cmd::Spec { bundle } => {
@@ -287,7 +294,11 @@ fn run(cli: RuntimeCli) -> anyhow::Result<i32> {
             if path.exists() {
                 bail!("file {} exists; remove it first", path.display());
             }
-            let v = berth_runtime::spec::default_spec(rootless, nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+            let v = berth_runtime::spec::default_spec(
+                rootless,
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
             std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")
                 .with_context(|| format!("write {}", path.display()))?;
             Ok(0)
@@ -334,9 +345,14 @@ fn parse_user(s: &str) -> anyhow::Result<(u32, Option<u32>)> {
         Some((u, g)) => (u, Some(g)),
         None => (s, None),
     };
-    let uid = u.parse().map_err(|_| anyhow!("--user {s:?}: expected uid[:gid] numbers"))?;
+    let uid = u
+        .parse()
+        .map_err(|_| anyhow!("--user {s:?}: expected uid[:gid] numbers"))?;
     let gid = g
-        .map(|g| g.parse().map_err(|_| anyhow!("--user {s:?}: expected uid[:gid] numbers")))
+        .map(|g| {
+            g.parse()
+                .map_err(|_| anyhow!("--user {s:?}: expected uid[:gid] numbers"))
+        })
         .transpose()?;
     Ok((uid, gid))
 }
@@ -393,7 +409,11 @@ fn exec(root: &Root, a: &ExecArgs) -> anyhow::Result<i32> {
         for c in &a.cap {
             let cap: Capability = serde_json::from_value(serde_json::Value::String(c.clone()))
                 .map_err(|_| anyhow!("--cap {c:?}: unknown capability"))?;
-            for set in [caps.bounding().clone(), caps.effective().clone(), caps.permitted().clone()] {
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ] {
                 let _ = set;
             }
             let mut b = caps.bounding().clone().unwrap_or_default();
@@ -464,7 +484,9 @@ fn list(root: &Root, format: &str, quiet: bool) -> anyhow::Result<i32> {
         writeln!(out, "{}", serde_json::to_string(&all)?)?;
         return Ok(0);
     }
-    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from).to_vec()];
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+        .map(String::from)
+        .to_vec()];
     for s in &all {
         rows.push(vec![
             s.id.clone(),
@@ -485,13 +507,21 @@ fn ps(root: &Root, id: &str, format: &str, ps_args: &[String]) -> anyhow::Result
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(0);
     }
-    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
     let out = std::process::Command::new("ps")
         .args(&args)
         .output()
         .context("run ps")?;
     if !out.status.success() {
-        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
@@ -502,7 +532,10 @@ fn ps(root: &Root, id: &str, format: &str, ps_args: &[String]) -> anyhow::Result
         .ok_or_else(|| anyhow!("ps output has no PID column"))?;
     println!("{header}");
     for line in lines {
-        let pid = line.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             println!("{line}");
         }

@@ -83,7 +83,10 @@ fn number(field: &str, v: Option<i64>) -> Result<Option<u32>, CgroupError> {
     match v {
         None | Some(-1) => Ok(None),
         Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Ok(Some(n as u32)),
-        Some(n) => Err(CgroupError::invalid(field, format!("{n} is not a device number"))),
+        Some(n) => Err(CgroupError::invalid(
+            field,
+            format!("{n} is not a device number"),
+        )),
     }
 }
 
@@ -91,7 +94,10 @@ impl DeviceRule {
     /// The rule for `linux.resources.devices[index]`. `Ok(None)` for FIFO
     /// (`p`) rules, which no device controller can express (FIFOs are not
     /// device nodes); the caller warns.
-    pub fn from_spec(index: usize, r: &LinuxDeviceCgroup) -> Result<Option<DeviceRule>, CgroupError> {
+    pub fn from_spec(
+        index: usize,
+        r: &LinuxDeviceCgroup,
+    ) -> Result<Option<DeviceRule>, CgroupError> {
         let field = |f: &str| format!("linux.resources.devices[{index}].{f}");
         let kind = match r.typ().unwrap_or(LinuxDeviceType::A) {
             LinuxDeviceType::A => DeviceKind::All,
@@ -99,7 +105,8 @@ impl DeviceRule {
             LinuxDeviceType::C | LinuxDeviceType::U => DeviceKind::Char,
             LinuxDeviceType::P => return Ok(None),
         };
-        let access = parse_access(r.access().as_deref().unwrap_or("")).map_err(|m| CgroupError::invalid(field("access"), m))?;
+        let access = parse_access(r.access().as_deref().unwrap_or(""))
+            .map_err(|m| CgroupError::invalid(field("access"), m))?;
         Ok(Some(DeviceRule {
             allow: r.allow(),
             kind,
@@ -121,7 +128,10 @@ impl DeviceRule {
 
     /// True when the rule matches every access to every device.
     pub fn matches_everything(&self) -> bool {
-        self.kind == DeviceKind::All && self.major.is_none() && self.minor.is_none() && self.access == ACC_ALL
+        self.kind == DeviceKind::All
+            && self.major.is_none()
+            && self.minor.is_none()
+            && self.access == ACC_ALL
     }
 
     /// The rule as lines for `devices.allow` / `devices.deny`. Type "a" with
@@ -139,7 +149,14 @@ impl DeviceRule {
         };
         kinds
             .iter()
-            .map(|k| format!("{k} {}:{} {}", num(self.major), num(self.minor), access_string(self.access)))
+            .map(|k| {
+                format!(
+                    "{k} {}:{} {}",
+                    num(self.major),
+                    num(self.minor),
+                    access_string(self.access)
+                )
+            })
             .collect()
     }
 }
@@ -176,7 +193,10 @@ pub fn default_allowed_devices() -> Vec<DeviceRule> {
 }
 
 /// Normalise the spec's rules; FIFO rules are dropped with a warning.
-pub fn rules_from_spec(spec: &[LinuxDeviceCgroup], warnings: &mut Vec<String>) -> Result<Vec<DeviceRule>, CgroupError> {
+pub fn rules_from_spec(
+    spec: &[LinuxDeviceCgroup],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<DeviceRule>, CgroupError> {
     let mut out = Vec::with_capacity(spec.len());
     for (i, r) in spec.iter().enumerate() {
         match DeviceRule::from_spec(i, r)? {
@@ -193,7 +213,11 @@ pub fn rules_from_spec(spec: &[LinuxDeviceCgroup], warnings: &mut Vec<String>) -
 pub fn v1_writes(rules: &[DeviceRule]) -> Vec<(&'static str, String)> {
     let mut out = vec![("devices.deny", "a".to_string())];
     for r in rules {
-        let file = if r.allow { "devices.allow" } else { "devices.deny" };
+        let file = if r.allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
         out.extend(r.v1_lines().into_iter().map(|l| (file, l)));
     }
     out
@@ -211,13 +235,14 @@ mod asm {
     pub const R5: u8 = 5;
 
     // class | size/op | mode/source
-    pub const LDX_W: u8 = 0x01 | 0x00 | 0x60; // BPF_LDX | BPF_W | BPF_MEM
+    pub const LDX_W: u8 = 0x01 | 0x60; // BPF_LDX | BPF_W (0) | BPF_MEM
     pub const AND32_K: u8 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
     pub const RSH32_K: u8 = 0x04 | 0x70; // BPF_ALU | BPF_RSH | BPF_K
     pub const MOV32_X: u8 = 0x04 | 0xb0 | 0x08; // BPF_ALU | BPF_MOV | BPF_X
     pub const MOV64_K: u8 = 0x07 | 0xb0; // BPF_ALU64 | BPF_MOV | BPF_K
     pub const JNE_K: u8 = 0x05 | 0x50; // BPF_JMP | BPF_JNE | BPF_K
     pub const JNE_X: u8 = 0x05 | 0x50 | 0x08; // BPF_JMP | BPF_JNE | BPF_X
+    pub const JEQ_K: u8 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
     pub const EXIT: u8 = 0x05 | 0x90; // BPF_JMP | BPF_EXIT
 
     /// dst = *(u32 *)(src + off)
@@ -240,6 +265,10 @@ mod asm {
     pub const fn jne(dst: u8, imm: i32) -> Insn {
         Insn::new(JNE_K, dst, 0, 0, imm)
     }
+    /// if dst == imm goto +off (offset patched later)
+    pub const fn jeq(dst: u8, imm: i32) -> Insn {
+        Insn::new(JEQ_K, dst, 0, 0, imm)
+    }
     /// if dst != src goto +off (offset patched later)
     pub const fn jne_reg(dst: u8, src: u8) -> Insn {
         Insn::new(JNE_X, dst, src, 0, 0)
@@ -256,8 +285,10 @@ mod asm {
 /// (high 16 bits), r4 = major, r5 = minor. The rules are emitted last to
 /// first, each as a block of "skip to the next block unless this field
 /// matches" jumps ending in `r0 = allow; exit`, so the first block that
-/// matches is the last matching rule. A rule that matches everything ends
-/// the program: rules before it can never decide.
+/// matches is the last matching rule. An allow rule matches when it grants
+/// every requested access bit, a deny rule when it covers any of them (so
+/// "deny w" stops an open for read+write, as on cgroup v1). A rule that
+/// matches everything ends the program: rules before it can never decide.
 pub fn bpf_program(rules: &[DeviceRule]) -> Vec<Insn> {
     use asm::*;
     let mut prog = vec![
@@ -276,11 +307,16 @@ pub fn bpf_program(rules: &[DeviceRule]) -> Vec<Insn> {
             block.push(jne(R2, rule.kind.bpf_type()));
         }
         if rule.access != ACC_ALL {
-            // Skip unless every requested bit is allowed by the rule.
             block.push(mov32_reg(R1, R3));
             block.push(and32(R1, i32::from(rule.access)));
             jumps.push(block.len());
-            block.push(jne_reg(R1, R3));
+            if rule.allow {
+                // An allow rule decides only if it grants every requested bit.
+                block.push(jne_reg(R1, R3));
+            } else {
+                // A deny rule decides as soon as it covers one requested bit.
+                block.push(jeq(R1, 0));
+            }
         }
         if let Some(major) = rule.major {
             jumps.push(block.len());
@@ -337,6 +373,11 @@ pub(crate) mod tests {
                         pc += i.off as usize;
                     }
                 }
+                asm::JEQ_K => {
+                    if r[d] == i.imm as i64 as u64 {
+                        pc += i.off as usize;
+                    }
+                }
                 asm::JNE_X => {
                     if r[d] != r[s] {
                         pc += i.off as usize;
@@ -352,8 +393,17 @@ pub(crate) mod tests {
     const B: u32 = 1;
     const C: u32 = 2;
 
-    fn spec(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
-        let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+    fn spec(
+        allow: bool,
+        typ: LinuxDeviceType,
+        major: Option<i64>,
+        minor: Option<i64>,
+        access: &str,
+    ) -> LinuxDeviceCgroup {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access(access);
         if let Some(m) = major {
             b = b.major(m);
         }
@@ -402,11 +452,16 @@ pub(crate) mod tests {
     #[test]
     fn program_last_match_wins() {
         let prog = bpf_program(&docker_like());
-        let (r, w, m) = (u32::from(ACC_READ), u32::from(ACC_WRITE), u32::from(ACC_MKNOD));
+        let (r, w, m) = (
+            u32::from(ACC_READ),
+            u32::from(ACC_WRITE),
+            u32::from(ACC_MKNOD),
+        );
         // /dev/null: read ok, write denied by the last rule, mknod ok.
         assert_eq!(run(&prog, C, r, 1, 3), 1);
         assert_eq!(run(&prog, C, w, 1, 3), 0);
         assert_eq!(run(&prog, C, r | w, 1, 3), 0);
+        assert_eq!(run(&prog, C, r | m, 1, 3), 1);
         assert_eq!(run(&prog, C, m, 1, 3), 1);
         // /dev/zero: nothing allows it.
         assert_eq!(run(&prog, C, r, 1, 5), 0);
@@ -458,7 +513,16 @@ pub(crate) mod tests {
         }];
         rules.extend(default_allowed_devices());
         let prog = bpf_program(&rules);
-        for (maj, min) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, 0)] {
+        for (maj, min) in [
+            (1, 3),
+            (1, 5),
+            (1, 7),
+            (1, 8),
+            (1, 9),
+            (5, 0),
+            (5, 2),
+            (136, 0),
+        ] {
             assert_eq!(run(&prog, C, 6, maj, min), 1, "{maj}:{min}");
         }
         assert_eq!(run(&prog, C, 6, 10, 200), 0);
@@ -469,15 +533,31 @@ pub(crate) mod tests {
     #[test]
     fn bad_rules_are_invalid_input() {
         let mut w = Vec::new();
-        let e = rules_from_spec(&[spec(true, LinuxDeviceType::C, Some(1), Some(3), "rwx")], &mut w).expect_err("x");
+        let e = rules_from_spec(
+            &[spec(true, LinuxDeviceType::C, Some(1), Some(3), "rwx")],
+            &mut w,
+        )
+        .expect_err("x");
         assert!(e.is_invalid_input());
-        assert!(e.to_string().contains("linux.resources.devices[0].access"), "{e}");
-        let e = rules_from_spec(&[spec(true, LinuxDeviceType::C, Some(-5), None, "r")], &mut w).expect_err("major");
+        assert!(
+            e.to_string().contains("linux.resources.devices[0].access"),
+            "{e}"
+        );
+        let e = rules_from_spec(
+            &[spec(true, LinuxDeviceType::C, Some(-5), None, "r")],
+            &mut w,
+        )
+        .expect_err("major");
         assert!(e.to_string().contains("devices[0].major"), "{e}");
-        let r = rules_from_spec(&[spec(true, LinuxDeviceType::P, None, None, "r")], &mut w).expect("fifo");
+        let r = rules_from_spec(&[spec(true, LinuxDeviceType::P, None, None, "r")], &mut w)
+            .expect("fifo");
         assert!(r.is_empty());
         assert_eq!(w.len(), 1);
-        let r = rules_from_spec(&[spec(true, LinuxDeviceType::U, Some(4), Some(-1), "")], &mut w).expect("u");
+        let r = rules_from_spec(
+            &[spec(true, LinuxDeviceType::U, Some(4), Some(-1), "")],
+            &mut w,
+        )
+        .expect("u");
         assert_eq!(r[0], DeviceRule::chr(4, None, ACC_ALL));
     }
 }

@@ -80,8 +80,13 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;
@@ -110,10 +115,8 @@ pub fn parse_mountinfo(text: &str) -> Layout {
         let root = PathBuf::from(unescape(pre[3]));
         let mount_point = PathBuf::from(unescape(pre[4]));
         match post[0] {
-            "cgroup2" => {
-                if layout.unified.is_none() {
-                    layout.unified = Some(V2Mount { mount_point, root });
-                }
+            "cgroup2" if layout.unified.is_none() => {
+                layout.unified = Some(V2Mount { mount_point, root });
             }
             "cgroup" => {
                 let mut controllers = Vec::new();
@@ -292,7 +295,17 @@ mod tests {
         let names: Vec<String> = l.v1.iter().map(V1Mount::hierarchy_name).collect();
         assert_eq!(
             names,
-            ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "name=systemd"]
+            [
+                "cpu",
+                "cpuacct",
+                "cpuset",
+                "memory",
+                "devices",
+                "freezer",
+                "blkio",
+                "pids",
+                "name=systemd"
+            ]
         );
         assert!(l.has_v1_controllers());
         let u = l.unified.expect("unified");
@@ -309,9 +322,15 @@ mod tests {
         let l = parse_mountinfo(V2_MOUNTINFO);
         assert!(l.v1.is_empty());
         assert!(!l.has_v1_controllers());
-        assert_eq!(l.unified.expect("unified").mount_point, Path::new("/sys/fs/cgroup"));
+        assert_eq!(
+            l.unified.expect("unified").mount_point,
+            Path::new("/sys/fs/cgroup")
+        );
         let own = parse_proc_cgroup(V2_PROC_CGROUP);
-        assert_eq!(own_v2_path(&own), Path::new("/user.slice/user-1000.slice/session-2.scope"));
+        assert_eq!(
+            own_v2_path(&own),
+            Path::new("/user.slice/user-1000.slice/session-2.scope")
+        );
     }
 
     #[test]
@@ -338,14 +357,22 @@ mod tests {
         );
         assert!(l.unified.is_none());
         let own = parse_proc_cgroup(COMOUNT_PROC_CGROUP);
-        assert_eq!(own_v1_path(&own, &l.v1[1]), Path::new("/system.slice/sshd.service"));
-        assert_eq!(own_v1_path(&own, &l.v1[0]), Path::new("/system.slice/sshd.service"));
+        assert_eq!(
+            own_v1_path(&own, &l.v1[1]),
+            Path::new("/system.slice/sshd.service")
+        );
+        assert_eq!(
+            own_v1_path(&own, &l.v1[0]),
+            Path::new("/system.slice/sshd.service")
+        );
         assert_eq!(own_v1_path(&own, &l.v1[2]), Path::new("/"));
     }
 
     #[test]
     fn escaped_mount_point_and_bind_root() {
-        let l = parse_mountinfo("50 1 0:40 /docker/abc /sys/fs/cgroup/my\\040dir rw - cgroup2 cgroup2 rw\n");
+        let l = parse_mountinfo(
+            "50 1 0:40 /docker/abc /sys/fs/cgroup/my\\040dir rw - cgroup2 cgroup2 rw\n",
+        );
         let u = l.unified.expect("unified");
         assert_eq!(u.mount_point, Path::new("/sys/fs/cgroup/my dir"));
         assert_eq!(u.root, Path::new("/docker/abc"));

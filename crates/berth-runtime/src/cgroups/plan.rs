@@ -85,8 +85,8 @@ impl Available {
     /// A v1 host with every controller.
     pub fn all_v1() -> Available {
         let c = [
-            "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "net_cls", "net_prio",
-            "pids", "rdma",
+            "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory",
+            "net_cls", "net_prio", "pids", "rdma",
         ];
         Available {
             v1: c.iter().map(|s| s.to_string()).collect(),
@@ -96,7 +96,9 @@ impl Available {
 
     /// A v2 host with every controller.
     pub fn all_v2() -> Available {
-        let c = ["cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma"];
+        let c = [
+            "cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma",
+        ];
         Available {
             v1: BTreeSet::new(),
             v2: Some(c.iter().map(|s| s.to_string()).collect()),
@@ -149,7 +151,9 @@ pub fn v2_swap_max(limit: Option<i64>, swap: Option<i64>) -> Result<Option<Strin
         0 => Ok(None),
         -1 => Ok(Some("max".into())),
         s if limit <= 0 => Err(format!("{s}: a swap limit needs a memory limit")),
-        s if s < limit => Err(format!("{s} is below the memory limit {limit} (swap is the memory+swap total)")),
+        s if s < limit => Err(format!(
+            "{s} is below the memory limit {limit} (swap is the memory+swap total)"
+        )),
         s => Ok(Some((s - limit).to_string())),
     }
 }
@@ -168,7 +172,8 @@ pub fn check_cpuset_list(s: &str) -> Result<(), String> {
         if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("{s:?}: {t:?} is not a number"));
         }
-        t.parse::<u32>().map_err(|_| format!("{s:?}: {t:?} is too large"))
+        t.parse::<u32>()
+            .map_err(|_| format!("{s:?}: {t:?} is too large"))
     };
     let s = s.trim();
     if s.is_empty() {
@@ -205,7 +210,10 @@ pub fn check_cpuset_list(s: &str) -> Result<(), String> {
 pub fn check_page_size(s: &str) -> Result<(), String> {
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = &s[digits.len()..];
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || !["KB", "MB", "GB"].contains(&unit) {
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || !["KB", "MB", "GB"].contains(&unit)
+    {
         return Err(format!("{s:?} is not a page size like \"2MB\" or \"1GB\""));
     }
     Ok(())
@@ -213,13 +221,29 @@ pub fn check_page_size(s: &str) -> Result<(), String> {
 
 /// A file name for linux.resources.unified: "<controller>.<setting>".
 fn check_unified_key(k: &str) -> Result<(), String> {
-    if k.is_empty() || k == "." || k == ".." || k.contains('/') || k.contains(char::is_whitespace) || k.contains('\0') {
+    if k.is_empty()
+        || k == "."
+        || k == ".."
+        || k.contains('/')
+        || k.contains(char::is_whitespace)
+        || k.contains('\0')
+    {
         return Err(format!("{k:?} is not a cgroup file name"));
     }
     if !k.contains('.') {
-        return Err(format!("{k:?} is not a cgroup file name (expected controller.setting)"));
+        return Err(format!(
+            "{k:?} is not a cgroup file name (expected controller.setting)"
+        ));
     }
-    if ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "cgroup.kill", "cgroup.freeze"].contains(&k) {
+    if [
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+        "cgroup.kill",
+        "cgroup.freeze",
+    ]
+    .contains(&k)
+    {
         return Err(format!("{k:?} is managed by the runtime"));
     }
     Ok(())
@@ -228,7 +252,10 @@ fn check_unified_key(k: &str) -> Result<(), String> {
 #[allow(deprecated)] // `kernel` is deprecated in the spec; it is still checked.
 fn validate_memory(m: &LinuxMemory) -> Result<(), CgroupError> {
     let at_least_minus_one = |field: &str, v: Option<i64>| match v {
-        Some(v) if v < -1 => Err(invalid(field, format!("{v} is negative (use -1 for no limit)"))),
+        Some(v) if v < -1 => Err(invalid(
+            field,
+            format!("{v} is negative (use -1 for no limit)"),
+        )),
         _ => Ok(()),
     };
     at_least_minus_one("memory.limit", m.limit())?;
@@ -238,7 +265,10 @@ fn validate_memory(m: &LinuxMemory) -> Result<(), CgroupError> {
     at_least_minus_one("memory.kernelTCP", m.kernel_tcp())?;
     if let Some(l) = m.limit() {
         if l > 0 && l < 4096 {
-            return Err(invalid("memory.limit", format!("{l} bytes is below the minimum of 4096")));
+            return Err(invalid(
+                "memory.limit",
+                format!("{l} bytes is below the minimum of 4096"),
+            ));
         }
     }
     if m.swap().unwrap_or(0) > 0 {
@@ -260,20 +290,32 @@ fn validate_cpu(c: &LinuxCpu) -> Result<(), CgroupError> {
     }
     if let Some(p) = c.period() {
         if p != 0 && !(1000..=1_000_000).contains(&p) {
-            return Err(invalid("cpu.period", format!("{p} µs is outside 1000-1000000")));
+            return Err(invalid(
+                "cpu.period",
+                format!("{p} µs is outside 1000-1000000"),
+            ));
         }
     }
     if let Some(q) = c.quota() {
         if q < -1 {
-            return Err(invalid("cpu.quota", format!("{q} is negative (use -1 for no limit)")));
+            return Err(invalid(
+                "cpu.quota",
+                format!("{q} is negative (use -1 for no limit)"),
+            ));
         }
         if q > 0 && q < 1000 {
-            return Err(invalid("cpu.quota", format!("{q} µs is below the minimum of 1000")));
+            return Err(invalid(
+                "cpu.quota",
+                format!("{q} µs is below the minimum of 1000"),
+            ));
         }
     }
     if let Some(r) = c.realtime_runtime() {
         if r < -1 {
-            return Err(invalid("cpu.realtimeRuntime", format!("{r} is negative (use -1 for no limit)")));
+            return Err(invalid(
+                "cpu.realtimeRuntime",
+                format!("{r} is negative (use -1 for no limit)"),
+            ));
         }
         if let Some(p) = c.realtime_period() {
             if r > 0 && p > 0 && r as u64 > p {
@@ -300,14 +342,19 @@ fn validate_cpu(c: &LinuxCpu) -> Result<(), CgroupError> {
 
 fn validate_blkio(b: &LinuxBlockIo) -> Result<(), CgroupError> {
     let weight = |field: &str, w: Option<u16>| match w {
-        Some(w) if w != 0 && !(10..=1000).contains(&w) => Err(invalid(field, format!("{w} is outside 10-1000"))),
+        Some(w) if w != 0 && !(10..=1000).contains(&w) => {
+            Err(invalid(field, format!("{w} is outside 10-1000")))
+        }
         _ => Ok(()),
     };
     weight("blockIO.weight", b.weight())?;
     weight("blockIO.leafWeight", b.leaf_weight())?;
     let dev = |field: String, major: i64, minor: i64| {
         if major < 0 || minor < 0 {
-            Err(invalid(&field, format!("{major}:{minor} is not a device number")))
+            Err(invalid(
+                &field,
+                format!("{major}:{minor} is not a device number"),
+            ))
         } else {
             Ok(())
         }
@@ -315,7 +362,10 @@ fn validate_blkio(b: &LinuxBlockIo) -> Result<(), CgroupError> {
     for (i, d) in b.weight_device().iter().flatten().enumerate() {
         dev(format!("blockIO.weightDevice[{i}]"), d.major(), d.minor())?;
         weight(&format!("blockIO.weightDevice[{i}].weight"), d.weight())?;
-        weight(&format!("blockIO.weightDevice[{i}].leafWeight"), d.leaf_weight())?;
+        weight(
+            &format!("blockIO.weightDevice[{i}].leafWeight"),
+            d.leaf_weight(),
+        )?;
     }
     for (name, list) in throttles(b) {
         for (i, d) in list.iter().enumerate() {
@@ -326,7 +376,9 @@ fn validate_blkio(b: &LinuxBlockIo) -> Result<(), CgroupError> {
 }
 
 fn throttles(b: &LinuxBlockIo) -> [(&'static str, &[LinuxThrottleDevice]); 4] {
-    let l = |o: &Option<Vec<LinuxThrottleDevice>>| -> &[LinuxThrottleDevice] { o.as_deref().unwrap_or(&[]) };
+    fn l(o: &Option<Vec<LinuxThrottleDevice>>) -> &[LinuxThrottleDevice] {
+        o.as_deref().unwrap_or(&[])
+    }
     [
         ("throttleReadBpsDevice", l(b.throttle_read_bps_device())),
         ("throttleWriteBpsDevice", l(b.throttle_write_bps_device())),
@@ -347,7 +399,8 @@ pub fn validate(res: &LinuxResources) -> Result<(), CgroupError> {
         validate_blkio(b)?;
     }
     for (i, h) in res.hugepage_limits().iter().flatten().enumerate() {
-        check_page_size(h.page_size()).map_err(|e| invalid(&format!("hugepageLimits[{i}].pageSize"), e))?;
+        check_page_size(h.page_size())
+            .map_err(|e| invalid(&format!("hugepageLimits[{i}].pageSize"), e))?;
         if h.limit() < -1 {
             return Err(invalid(
                 &format!("hugepageLimits[{i}].limit"),
@@ -357,7 +410,10 @@ pub fn validate(res: &LinuxResources) -> Result<(), CgroupError> {
     }
     if let Some(n) = res.network() {
         for (i, p) in n.priorities().iter().flatten().enumerate() {
-            if p.name().is_empty() || p.name().contains(char::is_whitespace) || p.name().contains('/') {
+            if p.name().is_empty()
+                || p.name().contains(char::is_whitespace)
+                || p.name().contains('/')
+            {
                 return Err(invalid(
                     &format!("network.priorities[{i}].name"),
                     format!("{:?} is not an interface name", p.name()),
@@ -372,7 +428,10 @@ pub fn validate(res: &LinuxResources) -> Result<(), CgroupError> {
         for (k, v) in u {
             check_unified_key(k).map_err(|e| invalid("unified", e))?;
             if v.contains('\0') {
-                return Err(invalid(&format!("unified[{k:?}]"), "the value contains a NUL byte"));
+                return Err(invalid(
+                    &format!("unified[{k:?}]"),
+                    "the value contains a NUL byte",
+                ));
             }
         }
     }
@@ -398,7 +457,9 @@ pub fn plan(res: &LinuxResources, avail: &Available) -> Result<Plan, CgroupError
         match avail.side("pids", "pids") {
             Some(Side::V1) => p.writes.push(Write::new(Tree::V1("pids"), "pids.max", v)),
             Some(Side::V2) => p.writes.push(Write::new(Tree::Unified, "pids.max", v)),
-            None => p.warnings.push("no pids controller on this host: linux.resources.pids ignored".into()),
+            None => p
+                .warnings
+                .push("no pids controller on this host: linux.resources.pids ignored".into()),
         }
     }
     if let Some(b) = res.block_io() {
@@ -412,12 +473,14 @@ pub fn plan(res: &LinuxResources, avail: &Available) -> Result<Plan, CgroupError
                 format!("hugetlb.{size}.limit_in_bytes"),
                 h.limit(),
             )),
-            Some(Side::V2) => p
-                .writes
-                .push(Write::new(Tree::Unified, format!("hugetlb.{size}.max"), max_or(h.limit()))),
-            None => p
-                .warnings
-                .push(format!("no hugetlb controller on this host: hugepage limit for {size} ignored")),
+            Some(Side::V2) => p.writes.push(Write::new(
+                Tree::Unified,
+                format!("hugetlb.{size}.max"),
+                max_or(h.limit()),
+            )),
+            None => p.warnings.push(format!(
+                "no hugetlb controller on this host: hugepage limit for {size} ignored"
+            )),
         }
     }
     if let Some(rdma) = res.rdma() {
@@ -425,20 +488,30 @@ pub fn plan(res: &LinuxResources, avail: &Available) -> Result<Plan, CgroupError
         devs.sort_by(|a, b| a.0.cmp(b.0));
         for (dev, r) in devs {
             let n = |v: Option<u32>| v.map_or_else(|| "max".to_string(), |v| v.to_string());
-            let v = format!("{dev} hca_handle={} hca_object={}", n(r.hca_handles()), n(r.hca_objects()));
+            let v = format!(
+                "{dev} hca_handle={} hca_object={}",
+                n(r.hca_handles()),
+                n(r.hca_objects())
+            );
             match avail.side("rdma", "rdma") {
                 Some(Side::V1) => p.writes.push(Write::new(Tree::V1("rdma"), "rdma.max", v)),
                 Some(Side::V2) => p.writes.push(Write::new(Tree::Unified, "rdma.max", v)),
-                None => p.warnings.push(format!("no rdma controller on this host: limit for {dev} ignored")),
+                None => p.warnings.push(format!(
+                    "no rdma controller on this host: limit for {dev} ignored"
+                )),
             }
         }
     }
     if let Some(n) = res.network() {
         if let Some(id) = n.class_id() {
             if avail.v1.contains("net_cls") {
-                p.writes.push(Write::new(Tree::V1("net_cls"), "net_cls.classid", id));
+                p.writes
+                    .push(Write::new(Tree::V1("net_cls"), "net_cls.classid", id));
             } else {
-                p.warnings.push("no net_cls controller on this host: linux.resources.network.classID ignored".into());
+                p.warnings.push(
+                    "no net_cls controller on this host: linux.resources.network.classID ignored"
+                        .into(),
+                );
             }
         }
         for prio in n.priorities().iter().flatten() {
@@ -466,7 +539,8 @@ pub fn plan(res: &LinuxResources, avail: &Available) -> Result<Plan, CgroupError
         } else if avail.v2.is_some() {
             p.device_program = Some(rules);
         } else {
-            p.warnings.push("no device controller on this host: linux.resources.devices ignored".into());
+            p.warnings
+                .push("no device controller on this host: linux.resources.devices ignored".into());
         }
     }
     if let Some(u) = res.unified() {
@@ -502,12 +576,14 @@ fn plan_cpuset(p: &mut Plan, c: &LinuxCpu, avail: &Available) {
         Some(Side::V1) => Tree::V1("cpuset"),
         Some(Side::V2) => Tree::Unified,
         None => {
-            p.warnings.push("no cpuset controller on this host: cpu.cpus and cpu.mems ignored".into());
+            p.warnings
+                .push("no cpuset controller on this host: cpu.cpus and cpu.mems ignored".into());
             return;
         }
     };
     if let Some(s) = cpus {
-        p.writes.push(Write::new(tree.clone(), "cpuset.cpus", s.trim()));
+        p.writes
+            .push(Write::new(tree.clone(), "cpuset.cpus", s.trim()));
     }
     if let Some(s) = mems {
         p.writes.push(Write::new(tree, "cpuset.mems", s.trim()));
@@ -536,33 +612,43 @@ fn plan_memory(p: &mut Plan, m: &LinuxMemory, avail: &Available) -> Result<(), C
                 p.writes.push(w);
             }
             if let Some(s) = memsw {
-                p.writes.push(Write::new(t(), "memory.memsw.limit_in_bytes", s).optional());
+                p.writes
+                    .push(Write::new(t(), "memory.memsw.limit_in_bytes", s).optional());
             }
             if let Some(r) = m.reservation().filter(|&r| r != 0) {
-                p.writes.push(Write::new(t(), "memory.soft_limit_in_bytes", r));
+                p.writes
+                    .push(Write::new(t(), "memory.soft_limit_in_bytes", r));
             }
             if let Some(k) = m.kernel().filter(|&k| k != 0) {
-                p.writes.push(Write::new(t(), "memory.kmem.limit_in_bytes", k).optional());
+                p.writes
+                    .push(Write::new(t(), "memory.kmem.limit_in_bytes", k).optional());
             }
             if let Some(k) = m.kernel_tcp().filter(|&k| k != 0) {
-                p.writes.push(Write::new(t(), "memory.kmem.tcp.limit_in_bytes", k).optional());
+                p.writes
+                    .push(Write::new(t(), "memory.kmem.tcp.limit_in_bytes", k).optional());
             }
             if let Some(s) = m.swappiness().filter(|&s| s <= 100) {
-                p.writes.push(Write::new(t(), "memory.swappiness", s).optional());
+                p.writes
+                    .push(Write::new(t(), "memory.swappiness", s).optional());
             }
             if let Some(d) = m.disable_oom_killer() {
-                p.writes.push(Write::new(t(), "memory.oom_control", u8::from(d)));
+                p.writes
+                    .push(Write::new(t(), "memory.oom_control", u8::from(d)));
             }
         }
         Some(Side::V2) => {
             if let Some(l) = limit {
-                p.writes.push(Write::new(Tree::Unified, "memory.max", max_or(l)));
+                p.writes
+                    .push(Write::new(Tree::Unified, "memory.max", max_or(l)));
             }
             if let Some(r) = m.reservation().filter(|&r| r != 0) {
-                p.writes.push(Write::new(Tree::Unified, "memory.low", max_or(r)));
+                p.writes
+                    .push(Write::new(Tree::Unified, "memory.low", max_or(r)));
             }
             match v2_swap_max(limit, m.swap()) {
-                Ok(Some(v)) => p.writes.push(Write::new(Tree::Unified, "memory.swap.max", v).optional()),
+                Ok(Some(v)) => p
+                    .writes
+                    .push(Write::new(Tree::Unified, "memory.swap.max", v).optional()),
                 Ok(None) => {}
                 Err(e) => return Err(invalid("memory.swap", e)),
             }
@@ -571,14 +657,20 @@ fn plan_memory(p: &mut Plan, m: &LinuxMemory, avail: &Available) -> Result<(), C
                     .push("cgroup v2 has no kernel memory limits: memory.kernel and memory.kernelTCP ignored".into());
             }
             if m.swappiness().is_some_and(|s| s <= 100) {
-                p.warnings.push("cgroup v2 has no per-cgroup swappiness: memory.swappiness ignored".into());
+                p.warnings.push(
+                    "cgroup v2 has no per-cgroup swappiness: memory.swappiness ignored".into(),
+                );
             }
             if m.disable_oom_killer() == Some(true) {
-                p.warnings
-                    .push("cgroup v2 cannot disable the OOM killer: memory.disableOOMKiller ignored".into());
+                p.warnings.push(
+                    "cgroup v2 cannot disable the OOM killer: memory.disableOOMKiller ignored"
+                        .into(),
+                );
             }
         }
-        None => p.warnings.push("no memory controller on this host: linux.resources.memory ignored".into()),
+        None => p
+            .warnings
+            .push("no memory controller on this host: linux.resources.memory ignored".into()),
     }
     Ok(())
 }
@@ -614,7 +706,8 @@ fn plan_cpu(p: &mut Plan, c: &LinuxCpu, avail: &Available) {
                 p.writes.push(Write::new(t(), "cpu.cfs_quota_us", q));
             }
             if let Some(b) = c.burst() {
-                p.writes.push(Write::new(t(), "cpu.cfs_burst_us", b).optional());
+                p.writes
+                    .push(Write::new(t(), "cpu.cfs_burst_us", b).optional());
             }
             if let Some(pd) = rt_period {
                 let mut w = Write::new(t(), "cpu.rt_period_us", pd).optional();
@@ -622,7 +715,8 @@ fn plan_cpu(p: &mut Plan, c: &LinuxCpu, avail: &Available) {
                 p.writes.push(w);
             }
             if let Some(r) = rt_runtime {
-                p.writes.push(Write::new(t(), "cpu.rt_runtime_us", r).optional());
+                p.writes
+                    .push(Write::new(t(), "cpu.rt_runtime_us", r).optional());
             }
             if let Some(i) = c.idle() {
                 p.writes.push(Write::new(t(), "cpu.idle", i).optional());
@@ -630,10 +724,13 @@ fn plan_cpu(p: &mut Plan, c: &LinuxCpu, avail: &Available) {
         }
         Some(Side::V2) => {
             if let Some(s) = shares {
-                p.writes.push(Write::new(Tree::Unified, "cpu.weight", shares_to_weight(s)));
+                p.writes
+                    .push(Write::new(Tree::Unified, "cpu.weight", shares_to_weight(s)));
             }
             if quota.is_some() || period.is_some() {
-                let q = quota.filter(|&q| q > 0).map_or_else(|| "max".to_string(), |q| q.to_string());
+                let q = quota
+                    .filter(|&q| q > 0)
+                    .map_or_else(|| "max".to_string(), |q| q.to_string());
                 let v = match period {
                     Some(pd) => format!("{q} {pd}"),
                     None => q,
@@ -641,7 +738,8 @@ fn plan_cpu(p: &mut Plan, c: &LinuxCpu, avail: &Available) {
                 p.writes.push(Write::new(Tree::Unified, "cpu.max", v));
             }
             if let Some(b) = c.burst() {
-                p.writes.push(Write::new(Tree::Unified, "cpu.max.burst", b).optional());
+                p.writes
+                    .push(Write::new(Tree::Unified, "cpu.max.burst", b).optional());
             }
             if rt_period.is_some() || rt_runtime.is_some() {
                 p.warnings.push(
@@ -650,10 +748,13 @@ fn plan_cpu(p: &mut Plan, c: &LinuxCpu, avail: &Available) {
                 );
             }
             if let Some(i) = c.idle() {
-                p.writes.push(Write::new(Tree::Unified, "cpu.idle", i).optional());
+                p.writes
+                    .push(Write::new(Tree::Unified, "cpu.idle", i).optional());
             }
         }
-        None => p.warnings.push("no cpu controller on this host: cpu limits ignored".into()),
+        None => p
+            .warnings
+            .push("no cpu controller on this host: cpu limits ignored".into()),
     }
 }
 
@@ -667,10 +768,15 @@ fn plan_blkio(p: &mut Plan, b: &LinuxBlockIo, avail: &Available) {
         Some(Side::V1) => {
             let t = || Tree::V1("blkio");
             if let Some(w) = weight {
-                p.writes.push(Write::new(t(), "blkio.weight", w).or_else("blkio.bfq.weight", w).optional());
+                p.writes.push(
+                    Write::new(t(), "blkio.weight", w)
+                        .or_else("blkio.bfq.weight", w)
+                        .optional(),
+                );
             }
             if let Some(w) = leaf {
-                p.writes.push(Write::new(t(), "blkio.leaf_weight", w).optional());
+                p.writes
+                    .push(Write::new(t(), "blkio.leaf_weight", w).optional());
             }
             for d in b.weight_device().iter().flatten() {
                 let dev = format!("{}:{}", d.major(), d.minor());
@@ -683,7 +789,10 @@ fn plan_blkio(p: &mut Plan, b: &LinuxBlockIo, avail: &Available) {
                     );
                 }
                 if let Some(w) = d.leaf_weight().filter(|&w| w != 0) {
-                    p.writes.push(Write::new(t(), "blkio.leaf_weight_device", format!("{dev} {w}")).optional());
+                    p.writes.push(
+                        Write::new(t(), "blkio.leaf_weight_device", format!("{dev} {w}"))
+                            .optional(),
+                    );
                 }
             }
             let files = [
@@ -694,7 +803,11 @@ fn plan_blkio(p: &mut Plan, b: &LinuxBlockIo, avail: &Available) {
             ];
             for ((_, list), file) in throttles(b).into_iter().zip(files) {
                 for d in list {
-                    p.writes.push(Write::new(t(), file, format!("{}:{} {}", d.major(), d.minor(), d.rate())));
+                    p.writes.push(Write::new(
+                        t(),
+                        file,
+                        format!("{}:{} {}", d.major(), d.minor(), d.rate()),
+                    ));
                 }
             }
         }
@@ -707,32 +820,49 @@ fn plan_blkio(p: &mut Plan, b: &LinuxBlockIo, avail: &Available) {
                         .optional(),
                 );
             }
-            if leaf.is_some() || b.weight_device().iter().flatten().any(|d| d.leaf_weight().is_some()) {
-                p.warnings.push("cgroup v2 has no leaf weights: blockIO leafWeight ignored".into());
+            if leaf.is_some()
+                || b.weight_device()
+                    .iter()
+                    .flatten()
+                    .any(|d| d.leaf_weight().is_some())
+            {
+                p.warnings
+                    .push("cgroup v2 has no leaf weights: blockIO leafWeight ignored".into());
             }
             for d in b.weight_device().iter().flatten() {
                 if let Some(w) = d.weight().filter(|&w| w != 0) {
                     let dev = format!("{}:{}", d.major(), d.minor());
                     p.writes.push(
                         Write::new(t(), "io.bfq.weight", format!("{dev} {w}"))
-                            .or_else("io.weight", format!("{dev} {}", blkio_weight_to_io_weight(w)))
+                            .or_else(
+                                "io.weight",
+                                format!("{dev} {}", blkio_weight_to_io_weight(w)),
+                            )
                             .optional(),
                     );
                 }
             }
-            for ((_, list), key) in throttles(b).into_iter().zip(["rbps", "wbps", "riops", "wiops"]) {
+            for ((_, list), key) in throttles(b)
+                .into_iter()
+                .zip(["rbps", "wbps", "riops", "wiops"])
+            {
                 for d in list {
                     let rate = if d.rate() == 0 {
                         "max".to_string()
                     } else {
                         d.rate().to_string()
                     };
-                    p.writes
-                        .push(Write::new(t(), "io.max", format!("{}:{} {key}={rate}", d.major(), d.minor())));
+                    p.writes.push(Write::new(
+                        t(),
+                        "io.max",
+                        format!("{}:{} {key}={rate}", d.major(), d.minor()),
+                    ));
                 }
             }
         }
-        None => p.warnings.push("no blkio/io controller on this host: linux.resources.blockIO ignored".into()),
+        None => p
+            .warnings
+            .push("no blkio/io controller on this host: linux.resources.blockIO ignored".into()),
     }
 }
 
@@ -740,9 +870,9 @@ fn plan_blkio(p: &mut Plan, b: &LinuxBlockIo, avail: &Available) {
 mod tests {
     use super::*;
     use oci_spec::runtime::{
-        LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder,
-        LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
-        LinuxWeightDeviceBuilder,
+        LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+        LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+        LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder,
     };
 
     fn files(p: &Plan) -> Vec<(Tree, &str, &str)> {
@@ -769,9 +899,18 @@ mod tests {
     #[test]
     fn swap_semantics_v2() {
         let mb = 1 << 20;
-        assert_eq!(v2_swap_max(Some(100 * mb), Some(300 * mb)), Ok(Some((200 * mb).to_string())));
-        assert_eq!(v2_swap_max(Some(100 * mb), Some(100 * mb)), Ok(Some("0".into())));
-        assert_eq!(v2_swap_max(Some(100 * mb), Some(-1)), Ok(Some("max".into())));
+        assert_eq!(
+            v2_swap_max(Some(100 * mb), Some(300 * mb)),
+            Ok(Some((200 * mb).to_string()))
+        );
+        assert_eq!(
+            v2_swap_max(Some(100 * mb), Some(100 * mb)),
+            Ok(Some("0".into()))
+        );
+        assert_eq!(
+            v2_swap_max(Some(100 * mb), Some(-1)),
+            Ok(Some("max".into()))
+        );
         assert_eq!(v2_swap_max(Some(-1), None), Ok(Some("max".into())));
         assert_eq!(v2_swap_max(Some(100 * mb), None), Ok(None));
         assert!(v2_swap_max(None, Some(mb)).is_err());
@@ -799,7 +938,12 @@ mod tests {
                     .build()
                     .expect("cpu"),
             )
-            .pids(LinuxPidsBuilder::default().limit(42i64).build().expect("pids"))
+            .pids(
+                LinuxPidsBuilder::default()
+                    .limit(42i64)
+                    .build()
+                    .expect("pids"),
+            )
             .block_io(
                 LinuxBlockIoBuilder::default()
                     .weight(500u16)
@@ -852,7 +996,10 @@ mod tests {
         );
         assert!(p.writes[2].next_first_on_einval, "limit/memsw order retry");
         assert!(p.writes[3].optional);
-        assert_eq!(p.writes[10].fallback, Some(("blkio.bfq.weight".into(), "500".into())));
+        assert_eq!(
+            p.writes[10].fallback,
+            Some(("blkio.bfq.weight".into(), "500".into()))
+        );
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         assert!(p.device_program.is_none());
     }
@@ -878,8 +1025,14 @@ mod tests {
                 (U, "hugetlb.2MB.max", "4194304"),
             ]
         );
-        assert_eq!(p.writes[8].fallback, Some(("io.weight".into(), "4950".into())));
-        assert_eq!(p.writes[9].fallback, Some(("io.weight".into(), "8:0 2970".into())));
+        assert_eq!(
+            p.writes[8].fallback,
+            Some(("io.weight".into(), "4950".into()))
+        );
+        assert_eq!(
+            p.writes[9].fallback,
+            Some(("io.weight".into(), "8:0 2930".into()))
+        );
         assert_eq!(p.warnings.len(), 1, "swappiness: {:?}", p.warnings);
     }
 
@@ -888,10 +1041,16 @@ mod tests {
         let v2 = Available::all_v2();
         let one = |json: &str| {
             let p = plan(&res_json(json), &v2).expect("plan");
-            p.writes.iter().find(|w| w.file == "cpu.max").map(|w| w.value.clone())
+            p.writes
+                .iter()
+                .find(|w| w.file == "cpu.max")
+                .map(|w| w.value.clone())
         };
         assert_eq!(one(r#"{"cpu":{"quota":-1}}"#).as_deref(), Some("max"));
-        assert_eq!(one(r#"{"cpu":{"quota":-1,"period":50000}}"#).as_deref(), Some("max 50000"));
+        assert_eq!(
+            one(r#"{"cpu":{"quota":-1,"period":50000}}"#).as_deref(),
+            Some("max 50000")
+        );
         assert_eq!(one(r#"{"cpu":{"quota":20000}}"#).as_deref(), Some("20000"));
         assert_eq!(one(r#"{"cpu":{"shares":1024}}"#), None);
     }
@@ -910,7 +1069,10 @@ mod tests {
         let p = plan(&r, &Available::all_v2()).expect("v2");
         assert_eq!(
             files(&p),
-            vec![(Tree::Unified, "memory.max", "max"), (Tree::Unified, "memory.swap.max", "max")]
+            vec![
+                (Tree::Unified, "memory.max", "max"),
+                (Tree::Unified, "memory.swap.max", "max")
+            ]
         );
         let p = plan(&res_json(r#"{"pids":{"limit":-1}}"#), &Available::all_v2()).expect("pids");
         assert_eq!(files(&p), vec![(Tree::Unified, "pids.max", "max")]);
@@ -923,18 +1085,27 @@ mod tests {
         avail.v1.remove("hugetlb");
         avail.v2 = Some(["hugetlb".to_string()].into_iter().collect());
         let p = plan(&sample(), &avail).expect("plan");
-        let huge: Vec<_> = files(&p).into_iter().filter(|w| w.1.starts_with("hugetlb")).collect();
+        let huge: Vec<_> = files(&p)
+            .into_iter()
+            .filter(|w| w.1.starts_with("hugetlb"))
+            .collect();
         assert_eq!(huge, vec![(Tree::Unified, "hugetlb.2MB.max", "4194304")]);
         // Without cgroup2 either: a warning, no write.
         avail.v2 = None;
         let p = plan(&sample(), &avail).expect("plan");
         assert!(p.writes.iter().all(|w| !w.file.starts_with("hugetlb")));
-        assert!(p.warnings.iter().any(|w| w.contains("hugetlb")), "{:?}", p.warnings);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("hugetlb")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]
     fn kernel_memory_is_ignored_on_v2() {
-        let r = res_json(r#"{"memory":{"limit":1048576,"kernel":1048576,"kernelTCP":1048576,"disableOOMKiller":true}}"#);
+        let r = res_json(
+            r#"{"memory":{"limit":1048576,"kernel":1048576,"kernelTCP":1048576,"disableOOMKiller":true}}"#,
+        );
         let p = plan(&r, &Available::all_v2()).expect("plan");
         assert_eq!(files(&p), vec![(Tree::Unified, "memory.max", "1048576")]);
         assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
@@ -955,7 +1126,11 @@ mod tests {
     fn devices_v1_writes_and_v2_program() {
         let r = LinuxResourcesBuilder::default()
             .devices(vec![
-                LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().expect("d"),
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(false)
+                    .access("rwm")
+                    .build()
+                    .expect("d"),
                 LinuxDeviceCgroupBuilder::default()
                     .allow(true)
                     .typ(LinuxDeviceType::C)
@@ -968,11 +1143,18 @@ mod tests {
             .build()
             .expect("r");
         let p = plan(&r, &Available::all_v1()).expect("v1");
-        let f: Vec<_> = p.writes.iter().map(|w| format!("{} {}", w.file, w.value)).collect();
+        let f: Vec<_> = p
+            .writes
+            .iter()
+            .map(|w| format!("{} {}", w.file, w.value))
+            .collect();
         assert_eq!(f[0], "devices.deny a");
         assert_eq!(f[1], "devices.deny a");
         assert_eq!(f[2], "devices.allow c 10:200 rwm");
-        assert!(f.contains(&"devices.allow c 1:3 rwm".to_string()), "defaults appended");
+        assert!(
+            f.contains(&"devices.allow c 1:3 rwm".to_string()),
+            "defaults appended"
+        );
         let p = plan(&r, &Available::all_v2()).expect("v2");
         assert!(p.writes.is_empty());
         let rules = p.device_program.expect("program");
@@ -981,7 +1163,9 @@ mod tests {
 
     #[test]
     fn network_is_v1_only() {
-        let r = res_json(r#"{"network":{"classID":1048577,"priorities":[{"name":"eth0","priority":5}]}}"#);
+        let r = res_json(
+            r#"{"network":{"classID":1048577,"priorities":[{"name":"eth0","priority":5}]}}"#,
+        );
         let mut v1 = Available::all_v1();
         let p = plan(&r, &v1).expect("v1");
         assert_eq!(
@@ -1000,7 +1184,9 @@ mod tests {
 
     #[test]
     fn unified_keys() {
-        let r = res_json(r#"{"unified":{"memory.high":"1000000","cgroup.max.depth":"3","pids.max":"9"}}"#);
+        let r = res_json(
+            r#"{"unified":{"memory.high":"1000000","cgroup.max.depth":"3","pids.max":"9"}}"#,
+        );
         let p = plan(&r, &Available::all_v2()).expect("v2");
         assert_eq!(
             files(&p),
@@ -1029,23 +1215,56 @@ mod tests {
             (r#"{"cpu":{"shares":300000}}"#, "linux.resources.cpu.shares"),
             (r#"{"cpu":{"quota":-5}}"#, "linux.resources.cpu.quota"),
             (r#"{"cpu":{"quota":500}}"#, "linux.resources.cpu.quota"),
-            (r#"{"cpu":{"quota":50000,"period":10}}"#, "linux.resources.cpu.period"),
+            (
+                r#"{"cpu":{"quota":50000,"period":10}}"#,
+                "linux.resources.cpu.period",
+            ),
             (r#"{"cpu":{"idle":2}}"#, "linux.resources.cpu.idle"),
             (r#"{"cpu":{"cpus":"0-"}}"#, "linux.resources.cpu.cpus"),
             (r#"{"cpu":{"cpus":"3-1"}}"#, "linux.resources.cpu.cpus"),
             (r#"{"cpu":{"mems":"a"}}"#, "linux.resources.cpu.mems"),
-            (r#"{"cpu":{"realtimeRuntime":2000,"realtimePeriod":1000}}"#, "linux.resources.cpu.realtimeRuntime"),
+            (
+                r#"{"cpu":{"realtimeRuntime":2000,"realtimePeriod":1000}}"#,
+                "linux.resources.cpu.realtimeRuntime",
+            ),
             (r#"{"memory":{"limit":-2}}"#, "linux.resources.memory.limit"),
-            (r#"{"memory":{"limit":100}}"#, "linux.resources.memory.limit"),
-            (r#"{"memory":{"limit":8192,"swap":4096}}"#, "linux.resources.memory.swap"),
+            (
+                r#"{"memory":{"limit":100}}"#,
+                "linux.resources.memory.limit",
+            ),
+            (
+                r#"{"memory":{"limit":8192,"swap":4096}}"#,
+                "linux.resources.memory.swap",
+            ),
             (r#"{"memory":{"swap":4096}}"#, "linux.resources.memory.swap"),
-            (r#"{"memory":{"swappiness":101}}"#, "linux.resources.memory.swappiness"),
-            (r#"{"blockIO":{"weight":5}}"#, "linux.resources.blockIO.weight"),
-            (r#"{"blockIO":{"weightDevice":[{"major":-1,"minor":0,"weight":100}]}}"#, "blockIO.weightDevice[0]"),
-            (r#"{"hugepageLimits":[{"pageSize":"2M","limit":1}]}"#, "hugepageLimits[0].pageSize"),
-            (r#"{"devices":[{"allow":true,"access":"rwz"}]}"#, "linux.resources.devices[0].access"),
-            (r#"{"unified":{"../memory.max":"1"}}"#, "linux.resources.unified"),
-            (r#"{"unified":{"cgroup.procs":"1"}}"#, "linux.resources.unified"),
+            (
+                r#"{"memory":{"swappiness":101}}"#,
+                "linux.resources.memory.swappiness",
+            ),
+            (
+                r#"{"blockIO":{"weight":5}}"#,
+                "linux.resources.blockIO.weight",
+            ),
+            (
+                r#"{"blockIO":{"weightDevice":[{"major":-1,"minor":0,"weight":100}]}}"#,
+                "blockIO.weightDevice[0]",
+            ),
+            (
+                r#"{"hugepageLimits":[{"pageSize":"2M","limit":1}]}"#,
+                "hugepageLimits[0].pageSize",
+            ),
+            (
+                r#"{"devices":[{"allow":true,"access":"rwz"}]}"#,
+                "linux.resources.devices[0].access",
+            ),
+            (
+                r#"{"unified":{"../memory.max":"1"}}"#,
+                "linux.resources.unified",
+            ),
+            (
+                r#"{"unified":{"cgroup.procs":"1"}}"#,
+                "linux.resources.unified",
+            ),
         ];
         for (json, field) in cases {
             let e = validate(&res_json(json)).expect_err(json);

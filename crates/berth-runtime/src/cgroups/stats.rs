@@ -193,9 +193,9 @@ pub fn parse_io_stat(text: &str) -> BlkioStats {
 /// The hugetlb file name of a page size given in kB
 /// (`/sys/kernel/mm/hugepages/hugepages-2048kB` → "2MB").
 pub fn page_size_name(kb: u64) -> String {
-    if kb >= 1 << 20 && kb % (1 << 20) == 0 {
+    if kb >= 1 << 20 && kb & ((1 << 20) - 1) == 0 {
         format!("{}GB", kb >> 20)
-    } else if kb >= 1 << 10 && kb % (1 << 10) == 0 {
+    } else if kb >= 1 << 10 && kb & ((1 << 10) - 1) == 0 {
         format!("{}MB", kb >> 10)
     } else {
         format!("{kb}KB")
@@ -210,7 +210,12 @@ pub fn host_page_sizes() -> Vec<String> {
     let mut sizes: Vec<u64> = dir
         .filter_map(|e| {
             let name = e.ok()?.file_name();
-            let kb = name.to_str()?.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+            let kb = name
+                .to_str()?
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
             Some(kb)
         })
         .collect();
@@ -232,18 +237,31 @@ pub fn cpu_v1(cpuacct: Option<&Path>, cpu: Option<&Path>) -> CpuStats {
                 s.usage_system_ns = parse_u64(&k);
             }
             _ => {
-                let st = read(d, "cpuacct.stat").map(|t| parse_keyed(&t)).unwrap_or_default();
-                let ns = |k: &str| st.get(k).copied().unwrap_or(0).saturating_mul(1_000_000_000 / USER_HZ);
+                let st = read(d, "cpuacct.stat")
+                    .map(|t| parse_keyed(&t))
+                    .unwrap_or_default();
+                let ns = |k: &str| {
+                    st.get(k)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_mul(1_000_000_000 / USER_HZ)
+                };
                 s.usage_user_ns = ns("user");
                 s.usage_system_ns = ns("system");
             }
         }
         s.per_cpu_ns = read(d, "cpuacct.usage_percpu")
-            .map(|t| t.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+            .map(|t| {
+                t.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
     }
     if let Some(d) = cpu {
-        let st = read(d, "cpu.stat").map(|t| parse_keyed(&t)).unwrap_or_default();
+        let st = read(d, "cpu.stat")
+            .map(|t| parse_keyed(&t))
+            .unwrap_or_default();
         let g = |k: &str| st.get(k).copied().unwrap_or(0);
         s.throttling = Throttling {
             periods: g("nr_periods"),
@@ -255,7 +273,9 @@ pub fn cpu_v1(cpuacct: Option<&Path>, cpu: Option<&Path>) -> CpuStats {
 }
 
 pub fn cpu_v2(dir: &Path) -> CpuStats {
-    let st = read(dir, "cpu.stat").map(|t| parse_keyed(&t)).unwrap_or_default();
+    let st = read(dir, "cpu.stat")
+        .map(|t| parse_keyed(&t))
+        .unwrap_or_default();
     let g = |k: &str| st.get(k).copied().unwrap_or(0);
     CpuStats {
         usage_total_ns: g("usage_usec").saturating_mul(1000),
@@ -271,13 +291,17 @@ pub fn cpu_v2(dir: &Path) -> CpuStats {
 }
 
 pub fn memory_v1(dir: &Path) -> MemoryStats {
-    let stat = read(dir, "memory.stat").map(|t| parse_keyed(&t)).unwrap_or_default();
+    let stat = read(dir, "memory.stat")
+        .map(|t| parse_keyed(&t))
+        .unwrap_or_default();
     let pick = |a: &str, b: &str| stat.get(a).or_else(|| stat.get(b)).copied().unwrap_or(0);
     let usage = read(dir, "memory.usage_in_bytes").map_or(0, |t| parse_u64(&t));
     let limit = read(dir, "memory.limit_in_bytes").and_then(|t| parse_limit(&t));
     let memsw_usage = read(dir, "memory.memsw.usage_in_bytes").map(|t| parse_u64(&t));
     let memsw_limit = read(dir, "memory.memsw.limit_in_bytes").and_then(|t| parse_limit(&t));
-    let oom = read(dir, "memory.oom_control").map(|t| parse_keyed(&t)).unwrap_or_default();
+    let oom = read(dir, "memory.oom_control")
+        .map(|t| parse_keyed(&t))
+        .unwrap_or_default();
     MemoryStats {
         usage,
         max_usage: read(dir, "memory.max_usage_in_bytes").map(|t| parse_u64(&t)),
@@ -296,8 +320,12 @@ pub fn memory_v1(dir: &Path) -> MemoryStats {
 }
 
 pub fn memory_v2(dir: &Path) -> MemoryStats {
-    let stat = read(dir, "memory.stat").map(|t| parse_keyed(&t)).unwrap_or_default();
-    let events = read(dir, "memory.events").map(|t| parse_keyed(&t)).unwrap_or_default();
+    let stat = read(dir, "memory.stat")
+        .map(|t| parse_keyed(&t))
+        .unwrap_or_default();
+    let events = read(dir, "memory.events")
+        .map(|t| parse_keyed(&t))
+        .unwrap_or_default();
     MemoryStats {
         usage: read(dir, "memory.current").map_or(0, |t| parse_u64(&t)),
         max_usage: read(dir, "memory.peak").map(|t| parse_u64(&t)),
@@ -345,7 +373,9 @@ pub fn blkio_v1(dir: &Path) -> BlkioStats {
 }
 
 pub fn io_v2(dir: &Path) -> BlkioStats {
-    read(dir, "io.stat").map(|t| parse_io_stat(&t)).unwrap_or_default()
+    read(dir, "io.stat")
+        .map(|t| parse_io_stat(&t))
+        .unwrap_or_default()
 }
 
 pub fn hugetlb(dir: &Path, v1: bool, sizes: &[String]) -> BTreeMap<String, HugetlbStats> {
@@ -354,16 +384,20 @@ pub fn hugetlb(dir: &Path, v1: bool, sizes: &[String]) -> BTreeMap<String, Huget
         .map(|size| {
             let s = if v1 {
                 HugetlbStats {
-                    usage: read(dir, &format!("hugetlb.{size}.usage_in_bytes")).map_or(0, |t| parse_u64(&t)),
-                    max_usage: read(dir, &format!("hugetlb.{size}.max_usage_in_bytes")).map(|t| parse_u64(&t)),
-                    failcnt: read(dir, &format!("hugetlb.{size}.failcnt")).map_or(0, |t| parse_u64(&t)),
+                    usage: read(dir, &format!("hugetlb.{size}.usage_in_bytes"))
+                        .map_or(0, |t| parse_u64(&t)),
+                    max_usage: read(dir, &format!("hugetlb.{size}.max_usage_in_bytes"))
+                        .map(|t| parse_u64(&t)),
+                    failcnt: read(dir, &format!("hugetlb.{size}.failcnt"))
+                        .map_or(0, |t| parse_u64(&t)),
                 }
             } else {
                 let ev = read(dir, &format!("hugetlb.{size}.events"))
                     .map(|t| parse_keyed(&t))
                     .unwrap_or_default();
                 HugetlbStats {
-                    usage: read(dir, &format!("hugetlb.{size}.current")).map_or(0, |t| parse_u64(&t)),
+                    usage: read(dir, &format!("hugetlb.{size}.current"))
+                        .map_or(0, |t| parse_u64(&t)),
                     max_usage: None,
                     failcnt: ev.get("max").copied().unwrap_or(0),
                 }
@@ -425,7 +459,10 @@ mod tests {
         let w = |f: &str, t: &str| std::fs::write(d.path().join(f), t).expect("write");
         w("memory.current", "1000000\n");
         w("memory.max", "max\n");
-        w("memory.stat", "anon 500000\nfile 400000\ninactive_file 300000\n");
+        w(
+            "memory.stat",
+            "anon 500000\nfile 400000\ninactive_file 300000\n",
+        );
         w("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
         w("memory.swap.current", "0\n");
         let m = memory_v2(d.path());

@@ -1,5 +1,8 @@
 //! `berth-runtime`: berth's OCI runtime with runc's command line.
 
 fn main() {
-    std::process::exit(berth::runtime_cli::main("berth-runtime", std::env::args_os()));
+    std::process::exit(berth::runtime_cli::main(
+        "berth-runtime",
+        std::env::args_os(),
+    ));
 }
