@@ -111,6 +111,9 @@ mod tests {
                     .collect::<Capabilities>(),
             )
             .effective([Oci::Kill].into_iter().collect::<Capabilities>())
+            .permitted(Capabilities::new())
+            .inheritable(Capabilities::new())
+            .ambient(Capabilities::new())
             .build()
             .unwrap();
         let p = plan(Some(&c), &avail);

@@ -36,9 +36,21 @@ macro_rules! berth_only {
 #[path = "runtime/harness.rs"]
 mod harness;
 
+#[path = "runtime/cgroups.rs"]
+mod cgroups;
+#[path = "runtime/errors.rs"]
+mod errors;
+#[path = "runtime/hooks.rs"]
+mod hooks;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
-#[path = "runtime/process.rs"]
-mod process;
 #[path = "runtime/mounts.rs"]
 mod mounts;
+#[path = "runtime/namespaces.rs"]
+mod namespaces;
+#[path = "runtime/process.rs"]
+mod process;
+#[path = "runtime/seccomp.rs"]
+mod seccomp;
+#[path = "runtime/exec.rs"]
+mod exec;

@@ -238,9 +238,8 @@ const HOST_BUSYBOX: &str = "/bin/busybox";
 fn busybox_cache() -> &'static Path {
     static CACHE: OnceLock<PathBuf> = OnceLock::new();
     CACHE.get_or_init(|| {
-        let meta = fs::metadata(HOST_BUSYBOX).unwrap_or_else(|e| {
-            panic!("{HOST_BUSYBOX}: {e} (install Debian's busybox-static)")
-        });
+        let meta = fs::metadata(HOST_BUSYBOX)
+            .unwrap_or_else(|e| panic!("{HOST_BUSYBOX}: {e} (install Debian's busybox-static)"));
         let base = std::env::temp_dir();
         let dir = base.join(format!(
             "berth-conformance-busybox-{}-{}",
@@ -255,8 +254,11 @@ fn busybox_cache() -> &'static Path {
             .tempdir_in(&base)
             .expect("temp dir for busybox cache");
         fs::copy(HOST_BUSYBOX, tmp.path().join("busybox")).expect("copy busybox");
-        fs::set_permissions(tmp.path().join("busybox"), fs::Permissions::from_mode(0o755))
-            .expect("chmod busybox");
+        fs::set_permissions(
+            tmp.path().join("busybox"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod busybox");
         let list = Command::new(HOST_BUSYBOX)
             .arg("--list-full")
             .output()
@@ -273,7 +275,11 @@ fn busybox_cache() -> &'static Path {
             // Another test process won the race: use its copy.
             let _ = fs::remove_dir_all(&tmp);
         }
-        assert!(dir.join("applets").is_file(), "busybox cache {} missing", dir.display());
+        assert!(
+            dir.join("applets").is_file(),
+            "busybox cache {} missing",
+            dir.display()
+        );
         dir
     })
 }
@@ -283,8 +289,18 @@ fn busybox_cache() -> &'static Path {
 pub fn make_rootfs(rootfs: &Path) {
     let cache = busybox_cache();
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "root", "home/user",
-        "tmp", "var",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "proc",
+        "sys",
+        "dev",
+        "etc",
+        "root",
+        "home/user",
+        "tmp",
+        "var",
     ] {
         fs::create_dir_all(rootfs.join(d)).expect("mkdir in rootfs");
     }
@@ -415,7 +431,9 @@ pub fn drop_namespace(cfg: &mut Value, kind: &str) {
 /// Adds (or replaces) a namespace entry.
 pub fn set_namespace(cfg: &mut Value, entry: Value) {
     let kind = entry["type"].clone();
-    let ns = cfg["linux"]["namespaces"].as_array_mut().expect("namespaces array");
+    let ns = cfg["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces array");
     ns.retain(|n| n["type"] != kind);
     ns.push(entry);
 }
@@ -428,7 +446,10 @@ pub fn drop_mount(cfg: &mut Value, dest: &str) {
 }
 
 pub fn add_mount(cfg: &mut Value, mount: Value) {
-    cfg["mounts"].as_array_mut().expect("mounts array").push(mount);
+    cfg["mounts"]
+        .as_array_mut()
+        .expect("mounts array")
+        .push(mount);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -615,9 +636,10 @@ impl Ctr {
         if !o.success() {
             return None;
         }
-        Some(serde_json::from_str(&o.stdout).unwrap_or_else(|e| {
-            panic!("state output is not JSON ({e}): {o}")
-        }))
+        Some(
+            serde_json::from_str(&o.stdout)
+                .unwrap_or_else(|e| panic!("state output is not JSON ({e}): {o}")),
+        )
     }
 
     #[track_caller]
@@ -630,7 +652,9 @@ impl Ctr {
     #[track_caller]
     pub fn pid(&self) -> i32 {
         let s = self.state().expect("state of an existing container");
-        s["pid"].as_i64().unwrap_or_else(|| panic!("no pid in state {s}")) as i32
+        s["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no pid in state {s}")) as i32
     }
 
     /// Waits until `state` reports `want`.
@@ -641,7 +665,11 @@ impl Ctr {
             last = self.status();
             last.as_deref() == Some(want)
         });
-        assert!(ok, "container {} never reached status {want:?} (last: {last:?})", self.id);
+        assert!(
+            ok,
+            "container {} never reached status {want:?} (last: {last:?})",
+            self.id
+        );
     }
 
     #[track_caller]
@@ -660,9 +688,18 @@ impl Ctr {
         self.rt(&["delete", "--force", &self.id]).ok()
     }
 
+    /// `exec <id> args…`.
     #[track_caller]
     pub fn exec(&self, args: &[&str]) -> Out {
-        let mut a = vec!["exec", self.id.as_str()];
+        self.exec_with(&[], args)
+    }
+
+    /// `exec opts… <id> args…`.
+    #[track_caller]
+    pub fn exec_with(&self, opts: &[&str], args: &[&str]) -> Out {
+        let mut a = vec!["exec"];
+        a.extend_from_slice(opts);
+        a.push(&self.id);
         a.extend_from_slice(args);
         self.rt(&a)
     }
@@ -712,7 +749,10 @@ impl Ctr {
     pub fn state_entries(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
         walk(&self.state_root(), 4, &mut |p| {
-            if p.file_name().map(|n| n.to_string_lossy().contains(&self.id)) == Some(true) {
+            if p.file_name()
+                .map(|n| n.to_string_lossy().contains(&self.id))
+                == Some(true)
+            {
                 found.push(p.to_path_buf());
             }
         });
@@ -740,7 +780,10 @@ impl Ctr {
         let cg = self.cgroup_dirs();
         assert!(cg.is_empty(), "cgroup directories left behind: {cg:?}");
         let mounts = self.host_mounts();
-        assert!(mounts.is_empty(), "mounts left behind on the host: {mounts:?}");
+        assert!(
+            mounts.is_empty(),
+            "mounts left behind on the host: {mounts:?}"
+        );
     }
 }
 
@@ -850,7 +893,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -1069,10 +1115,15 @@ pub fn runtime_older_than(name: &str, major: u32, minor: u32) -> bool {
         return false;
     };
     let text = String::from_utf8_lossy(&o.stdout);
-    let Some(ver) = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit())) else {
+    let Some(ver) = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    else {
         return false;
     };
-    let mut it = ver.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut it = ver
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     (a, b) < (major, minor)
 }

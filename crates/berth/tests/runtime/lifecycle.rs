@@ -25,7 +25,10 @@ fn state_follows_create_start_exit_delete() {
     let st = c.state().expect("state after create");
     assert_eq!(st["status"], "created", "{st}");
     assert_eq!(st["id"], c.id.as_str(), "{st}");
-    assert!(st["ociVersion"].is_string(), "state has no ociVersion: {st}");
+    assert!(
+        st["ociVersion"].is_string(),
+        "state has no ociVersion: {st}"
+    );
     let bundle = st["bundle"].as_str().expect("state.bundle");
     assert!(Path::new(bundle).is_absolute(), "bundle not absolute: {st}");
     assert_eq!(
@@ -34,13 +37,20 @@ fn state_follows_create_start_exit_delete() {
         "{st}"
     );
     let pid = st["pid"].as_i64().expect("pid in created state");
-    assert!(pid > 0 && Path::new(&format!("/proc/{pid}")).exists(), "{st}");
+    assert!(
+        pid > 0 && Path::new(&format!("/proc/{pid}")).exists(),
+        "{st}"
+    );
     assert!(
         c.read_rootfs("tmp/started").is_none(),
         "the user program ran before start"
     );
     let cg = c.cgroup_dirs();
-    assert!(!cg.is_empty(), "no cgroup dir for {} after create", c.cgroups_path);
+    assert!(
+        !cg.is_empty(),
+        "no cgroup dir for {} after create",
+        c.cgroups_path
+    );
 
     // start: "running", the same pid, the user program runs.
     c.start().ok();
@@ -50,7 +60,11 @@ fn state_follows_create_start_exit_delete() {
         st["status"] == "running" || st["status"] == "stopped",
         "after start: {st}"
     );
-    assert_eq!(st["pid"].as_i64(), Some(pid), "pid changed across start: {st}");
+    assert_eq!(
+        st["pid"].as_i64(),
+        Some(pid),
+        "pid changed across start: {st}"
+    );
     assert_eq!(c.status().as_deref(), Some("running"));
 
     // the process exits: "stopped".
@@ -95,7 +109,11 @@ fn delete_running_needs_force() {
     c.wait_rootfs_file("tmp/ready");
     let pid = c.pid();
     c.delete().fails();
-    assert_eq!(c.status().as_deref(), Some("running"), "delete without --force changed it");
+    assert_eq!(
+        c.status().as_deref(),
+        Some("running"),
+        "delete without --force changed it"
+    );
     c.rt(&["delete", "--force", &c.id]).ok();
     c.assert_nothing_left();
     assert!(
@@ -128,7 +146,11 @@ fn create_with_duplicate_id_fails_and_keeps_first() {
     let st = c.state().expect("first container still exists");
     assert_eq!(st["status"], "created", "{st}");
     assert_eq!(st["pid"].as_i64(), Some(pid as i64), "{st}");
-    assert_eq!(c.cgroup_dirs(), cg, "cgroup dirs of the first container changed");
+    assert_eq!(
+        c.cgroup_dirs(),
+        cg,
+        "cgroup dirs of the first container changed"
+    );
     // …and still works.
     c.start().ok();
     c.wait_rootfs_file("tmp/ready");
@@ -173,7 +195,9 @@ fn pid_file_is_written() {
     let pf = c.host_dir().join("ctr.pid");
     c.create_with(&["--pid-file", pf.to_str().unwrap()]).ok();
     let text = read_trim(&pf);
-    let pid: i64 = text.parse().unwrap_or_else(|e| panic!("pid file {text:?}: {e}"));
+    let pid: i64 = text
+        .parse()
+        .unwrap_or_else(|e| panic!("pid file {text:?}: {e}"));
     assert_eq!(Some(pid), c.state().unwrap()["pid"].as_i64());
 }
 
@@ -192,7 +216,10 @@ fn list_shows_container() {
     assert_eq!(arr[0]["status"], "created", "{j}");
     assert_eq!(arr[0]["pid"].as_i64(), Some(c.pid() as i64), "{j}");
     let t = c.rt(&["list"]).ok();
-    assert!(t.stdout.contains(&c.id) && t.stdout.contains("created"), "{t}");
+    assert!(
+        t.stdout.contains(&c.id) && t.stdout.contains("created"),
+        "{t}"
+    );
     c.delete_force();
     let q = c.rt(&["list", "-q"]).ok();
     assert_eq!(q.out(), "", "{q}");
@@ -213,7 +240,10 @@ fn ps_lists_container_processes() {
     let j = c.rt(&["ps", "--format", "json", &c.id]).ok();
     let v: Value = serde_json::from_str(&j.stdout).unwrap_or_else(|e| panic!("{e}: {j}"));
     assert!(
-        v.as_array().unwrap().iter().any(|p| p.as_i64() == Some(pid as i64)),
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_i64() == Some(pid as i64)),
         "{j}"
     );
 }
@@ -333,7 +363,10 @@ fn pause_and_resume() {
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0)
     };
-    assert!(wait_until(WAIT, || count() > 2), "the process makes no progress");
+    assert!(
+        wait_until(WAIT, || count() > 2),
+        "the process makes no progress"
+    );
     c.rt(&["pause", &c.id]).ok();
     assert_eq!(c.status().as_deref(), Some("paused"));
     let a = count();
@@ -343,7 +376,10 @@ fn pause_and_resume() {
     assert_eq!(c.status().as_deref(), Some("paused"));
     c.rt(&["resume", &c.id]).ok();
     assert_eq!(c.status().as_deref(), Some("running"));
-    assert!(wait_until(WAIT, || count() > b + 2), "no progress after resume");
+    assert!(
+        wait_until(WAIT, || count() > b + 2),
+        "no progress after resume"
+    );
     // A paused container can be deleted with --force.
     c.rt(&["pause", &c.id]).ok();
     c.delete_force();
@@ -362,16 +398,32 @@ fn features_describes_the_runtime() {
         .iter()
         .filter_map(|h| h.as_str())
         .collect();
-    for h in ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"] {
+    for h in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
         assert!(hooks.contains(&h), "hook {h} missing from {f}");
     }
-    let ns = f["linux"]["namespaces"].as_array().expect("features.linux.namespaces");
+    let ns = f["linux"]["namespaces"]
+        .as_array()
+        .expect("features.linux.namespaces");
     for n in ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"] {
         assert!(ns.iter().any(|x| x == n), "namespace {n} missing from {f}");
     }
-    let caps = f["linux"]["capabilities"].as_array().expect("features.linux.capabilities");
+    let caps = f["linux"]["capabilities"]
+        .as_array()
+        .expect("features.linux.capabilities");
     assert!(caps.iter().any(|c| c == "CAP_SYS_ADMIN"), "{f}");
-    assert!(f["mountOptions"].as_array().map(|a| a.iter().any(|o| o == "rbind")) == Some(true));
+    assert!(
+        f["mountOptions"]
+            .as_array()
+            .map(|a| a.iter().any(|o| o == "rbind"))
+            == Some(true)
+    );
     assert_eq!(f["linux"]["seccomp"]["enabled"], true, "{f}");
 }
 
@@ -380,14 +432,23 @@ fn features_of_berth() {
     need_root!();
     berth_only!("berth's own features fields");
     let f = features().expect("features prints JSON");
-    assert_eq!(f["ociVersionMax"].as_str().map(|v| v.starts_with("1.2")), Some(true), "{f}");
+    assert_eq!(
+        f["ociVersionMax"].as_str().map(|v| v.starts_with("1.2")),
+        Some(true),
+        "{f}"
+    );
     let ns = f["linux"]["namespaces"].as_array().expect("namespaces");
-    assert!(ns.iter().any(|x| x == "time"), "time namespace missing: {f}");
+    assert!(
+        ns.iter().any(|x| x == "time"),
+        "time namespace missing: {f}"
+    );
     assert_eq!(f["linux"]["cgroup"]["v1"], true, "{f}");
     assert_eq!(f["linux"]["cgroup"]["v2"], true, "{f}");
     for a in ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL_PROCESS"] {
         assert!(
-            f["linux"]["seccomp"]["actions"].as_array().map(|v| v.iter().any(|x| x == a))
+            f["linux"]["seccomp"]["actions"]
+                .as_array()
+                .map(|v| v.iter().any(|x| x == a))
                 == Some(true),
             "{a} missing: {f}"
         );
@@ -402,7 +463,10 @@ fn spec_writes_a_valid_config() {
     fs::create_dir(&dir).unwrap();
     c.rt(&["spec", "--bundle", dir.to_str().unwrap()]).ok();
     let v: Value = serde_json::from_str(&read_trim(dir.join("config.json"))).expect("JSON");
-    assert!(v["ociVersion"].as_str().map(|s| s.starts_with("1.")) == Some(true), "{v}");
+    assert!(
+        v["ociVersion"].as_str().map(|s| s.starts_with("1.")) == Some(true),
+        "{v}"
+    );
     assert_eq!(v["root"]["path"], "rootfs", "{v}");
     assert!(v["process"]["args"].is_array(), "{v}");
     assert!(v["linux"]["namespaces"].is_array(), "{v}");
@@ -410,7 +474,11 @@ fn spec_writes_a_valid_config() {
     let mut cfg = v;
     cfg["process"]["terminal"] = json!(false);
     cfg["process"]["args"] = sh("echo from-spec");
-    fs::write(c.bundle().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    fs::write(
+        c.bundle().join("config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
     let o = c.run().ok();
     assert_eq!(o.out(), "from-spec", "{o}");
 }

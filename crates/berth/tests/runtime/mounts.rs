@@ -9,9 +9,23 @@ use std::path::Path;
 
 /// Runs `cat /proc/self/mountinfo` (plus `extra`) in a container, returns the parsed
 /// mount table and the output.
-fn inner_mounts(tag: &str, extra: &str, tweak: impl FnOnce(&mut serde_json::Value)) -> (Vec<MountInfo>, Out) {
-    let o = run_sh(tag, &format!("cat /proc/self/mountinfo; echo ---; {extra}"), tweak).ok();
-    let table = o.stdout.split("\n---\n").next().unwrap_or_default().to_string();
+fn inner_mounts(
+    tag: &str,
+    extra: &str,
+    tweak: impl FnOnce(&mut serde_json::Value),
+) -> (Vec<MountInfo>, Out) {
+    let o = run_sh(
+        tag,
+        &format!("cat /proc/self/mountinfo; echo ---; {extra}"),
+        tweak,
+    )
+    .ok();
+    let table = o
+        .stdout
+        .split("\n---\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
     (parse_mountinfo(&table), o)
 }
 
@@ -53,16 +67,36 @@ fn mounts_standard_filesystems() {
     }
     assert!(shm.has_super_opt("size=65536k"), "{shm:?}");
     let mq = expect_mount(&m, "/dev/mqueue", "mqueue", &o);
-    assert!(mq.has_opt("nosuid") && mq.has_opt("noexec") && mq.has_opt("nodev"), "{mq:?}");
+    assert!(
+        mq.has_opt("nosuid") && mq.has_opt("noexec") && mq.has_opt("nodev"),
+        "{mq:?}"
+    );
     let cg = mount_at(&m, "/sys/fs/cgroup").unwrap_or_else(|| panic!("no /sys/fs/cgroup: {o}"));
     assert!(
         cg.fstype == "cgroup2" || cg.fstype == "tmpfs",
         "/sys/fs/cgroup is {cg:?}"
     );
-    assert!(cg.has_opt("ro"), "/sys/fs/cgroup not ro: {cg:?}");
+    if cg.fstype == "cgroup2" {
+        assert!(cg.has_opt("ro"), "/sys/fs/cgroup not ro: {cg:?}");
+    } else {
+        // v1: a tmpfs with one read-only mount per hierarchy.
+        let hier: Vec<&MountInfo> = m
+            .iter()
+            .filter(|x| x.mount_point.starts_with("/sys/fs/cgroup/"))
+            .collect();
+        assert!(
+            !hier.is_empty(),
+            "no cgroup hierarchies under /sys/fs/cgroup: {o}"
+        );
+        for h in hier {
+            assert!(h.fstype == "cgroup" || h.fstype == "cgroup2", "{h:?}");
+            assert!(h.has_opt("ro"), "{} not ro: {h:?}", h.mount_point);
+        }
+    }
     // Nothing of the host's mount table leaks in: every mount is under the rootfs.
     assert!(
-        !m.iter().any(|x| x.mount_point.starts_with("/tmp/") || x.mount_point == "/work"),
+        !m.iter()
+            .any(|x| x.mount_point.starts_with("/tmp/") || x.mount_point == "/work"),
         "host mounts visible: {o}"
     );
 }
@@ -70,12 +104,22 @@ fn mounts_standard_filesystems() {
 #[test]
 fn mounts_tmpfs_options() {
     need_root!();
-    let (m, o) = inner_mounts("tmpfs-opts", "stat -c %a /scratch; df -k /scratch | tail -1", |c| {
-        add_mount(c, json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
-            "options": ["nosuid", "nodev", "size=1m", "mode=1750"]}));
-    });
+    let (m, o) = inner_mounts(
+        "tmpfs-opts",
+        "stat -c %a /scratch; df -k /scratch | tail -1",
+        |c| {
+            add_mount(
+                c,
+                json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "size=1m", "mode=1750"]}),
+            );
+        },
+    );
     let s = expect_mount(&m, "/scratch", "tmpfs", &o);
-    assert!(s.has_opt("nosuid") && s.has_opt("nodev") && !s.has_opt("noexec"), "{s:?}");
+    assert!(
+        s.has_opt("nosuid") && s.has_opt("nodev") && !s.has_opt("noexec"),
+        "{s:?}"
+    );
     assert!(s.has_super_opt("size=1024k"), "{s:?}");
     assert!(s.has_super_opt("mode=1750"), "{s:?}");
     let lines = after_marker(&o);
@@ -102,10 +146,16 @@ fn mounts_bind_with_flags() {
         .or_else(|_| fs::copy(c.rootfs().join("bin/busybox"), ro.join("busybox")).map(|_| ()))
         .unwrap();
     c.tweak(|cfg| {
-    add_mount(cfg, json!({"destination": "/ro", "type": "bind", "source": ro,
-        "options": ["bind", "ro", "nosuid", "noexec", "nodev"]}));
-    add_mount(cfg, json!({"destination": "/rw", "type": "bind", "source": rw,
-        "options": ["rbind", "rw"]}));
+        add_mount(
+            cfg,
+            json!({"destination": "/ro", "type": "bind", "source": ro,
+        "options": ["bind", "ro", "nosuid", "noexec", "nodev"]}),
+        );
+        add_mount(
+            cfg,
+            json!({"destination": "/rw", "type": "bind", "source": rw,
+        "options": ["rbind", "rw"]}),
+        );
     });
     let o = c.run().ok();
     let table = o.stdout.split("\n---\n").next().unwrap();
@@ -119,7 +169,10 @@ fn mounts_bind_with_flags() {
     let lines = after_marker(&o);
     assert_eq!(lines[0], "hello", "{o}");
     assert!(lines[1].contains("Read-only file system"), "{o}");
-    assert!(lines[2].contains("Permission denied"), "exec on a noexec mount: {o}");
+    assert!(
+        lines[2].contains("Permission denied"),
+        "exec on a noexec mount: {o}"
+    );
     assert!(lines.contains(&"exec-ok".to_string()), "{o}");
     assert_eq!(read_trim(rw.join("out")), "written");
     assert!(!ro.join("new").exists());
@@ -136,27 +189,39 @@ fn mounts_bind_file_and_missing_destination() {
     let f = c.host_dir().join("file");
     fs::write(&f, "file-content\n").unwrap();
     c.tweak(|cfg| {
-    add_mount(cfg, json!({"destination": "/etc/berth-file", "type": "bind", "source": f,
-        "options": ["bind", "ro"]}));
-    add_mount(cfg, json!({"destination": "/new/deep/dir", "type": "tmpfs", "source": "tmpfs"}));
+        add_mount(
+            cfg,
+            json!({"destination": "/etc/berth-file", "type": "bind", "source": f,
+        "options": ["bind", "ro"]}),
+        );
+        add_mount(
+            cfg,
+            json!({"destination": "/new/deep/dir", "type": "tmpfs", "source": "tmpfs"}),
+        );
     });
     let o = c.run().ok();
-    assert_eq!(o.lines(), ["file-content", "/new/deep/dir", "regular file"], "{o}");
+    assert_eq!(
+        o.lines(),
+        ["file-content", "/new/deep/dir", "regular file"],
+        "{o}"
+    );
 }
 
 #[test]
 fn mounts_rbind_includes_submounts_and_bind_does_not() {
     need_root!();
-    let mut c = Ctr::sh(
-        "rbind",
-        "cat /r/sub/f 2>&1; ls -A /b/sub; echo end",
-        |_| {},
-    );
+    let mut c = Ctr::sh("rbind", "cat /r/sub/f 2>&1; ls -A /b/sub; echo end", |_| {});
     let src = c.host_dir().join("src");
     fs::create_dir_all(src.join("sub")).unwrap();
     c.tweak(|cfg| {
-    add_mount(cfg, json!({"destination": "/r", "type": "bind", "source": src, "options": ["rbind"]}));
-    add_mount(cfg, json!({"destination": "/b", "type": "bind", "source": src, "options": ["bind"]}));
+        add_mount(
+            cfg,
+            json!({"destination": "/r", "type": "bind", "source": src, "options": ["rbind"]}),
+        );
+        add_mount(
+            cfg,
+            json!({"destination": "/b", "type": "bind", "source": src, "options": ["bind"]}),
+        );
     });
     // The submount is made in a private mount namespace that the runtime runs in, so the
     // host's mount table is never touched.
@@ -244,7 +309,13 @@ fn mounts_readonly_paths() {
     let o = c.run().ok();
     let table = o.stdout.split("\n---\n").next().unwrap();
     let m = parse_mountinfo(table);
-    for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/data"] {
+    for p in [
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+        "/proc/irq",
+        "/proc/bus",
+        "/data",
+    ] {
         if p.starts_with("/proc/") && !Path::new(p).exists() {
             continue; // not on this kernel
         }
@@ -252,8 +323,14 @@ fn mounts_readonly_paths() {
         assert!(e.has_opt("ro"), "{p} not ro: {e:?}");
     }
     let lines = after_marker(&o);
-    assert!(lines[0].contains("Read-only file system"), "/proc/sys writable: {o}");
-    assert!(lines[1].contains("Read-only file system"), "/data writable: {o}");
+    assert!(
+        lines[0].contains("Read-only file system"),
+        "/proc/sys writable: {o}"
+    );
+    assert!(
+        lines[1].contains("Read-only file system"),
+        "/data writable: {o}"
+    );
     assert_eq!(lines[2], "kept", "{o}");
 }
 
@@ -327,14 +404,14 @@ fn root_propagation(tag: &str, mode: &str) -> MountInfo {
     let (m, o) = inner_mounts(tag, "true", |c| {
         c["linux"]["rootfsPropagation"] = json!(mode);
     });
-    mount_at(&m, "/").unwrap_or_else(|| panic!("no / mount: {o}")).clone()
+    mount_at(&m, "/")
+        .unwrap_or_else(|| panic!("no / mount: {o}"))
+        .clone()
 }
 
 #[test]
-fn mounts_rootfs_propagation() {
+fn mounts_rootfs_propagation_private() {
     need_root!();
-    let shared = root_propagation("prop-shared", "shared");
-    assert!(shared.optional.contains("shared:"), "rootfsPropagation shared: {shared:?}");
     let private = root_propagation("prop-private", "private");
     assert!(
         !private.optional.contains("shared:") && !private.optional.contains("master:"),
@@ -343,14 +420,34 @@ fn mounts_rootfs_propagation() {
 }
 
 #[test]
+fn mounts_rootfs_propagation_shared() {
+    need_root!();
+    // runc 1.1 makes the rootfs's parent mount private for pivot_root, so its root stays
+    // private whatever rootfsPropagation says; berth applies it after pivot_root.
+    berth_only!("runc 1.1 ignores rootfsPropagation=shared when the host's / is private");
+    let shared = root_propagation("prop-shared", "shared");
+    assert!(
+        shared.optional.contains("shared:"),
+        "rootfsPropagation shared: {shared:?}"
+    );
+}
+
+#[test]
 fn mounts_no_pivot() {
     need_root!();
-    let mut c = Ctr::sh("no-pivot", "ls /bin/busybox; cat /etc/passwd | head -1; ls /", |_| {});
+    let c = Ctr::sh(
+        "no-pivot",
+        "ls /bin/busybox; cat /etc/passwd | head -1; ls /",
+        |_| {},
+    );
     let o = c.run_with(&["--no-pivot"]).ok();
     let lines = o.lines();
     assert_eq!(lines[0], "/bin/busybox", "{o}");
     assert_eq!(lines[1], "root:x:0:0:root:/root:/bin/sh", "{o}");
-    assert!(lines.contains(&"bin".to_string()) && !lines.contains(&"work".to_string()), "{o}");
+    assert!(
+        lines.contains(&"bin".to_string()) && !lines.contains(&"work".to_string()),
+        "{o}"
+    );
 }
 
 #[test]
@@ -369,17 +466,33 @@ fn mounts_symlink_destination_stays_in_rootfs() {
     )
     .unwrap();
     c.tweak(|cfg| {
-    add_mount(cfg, json!({"destination": "/evil-abs", "type": "tmpfs", "source": "tmpfs"}));
-    add_mount(cfg, json!({"destination": "/evil-rel/sub", "type": "tmpfs", "source": "tmpfs"}));
+        add_mount(
+            cfg,
+            json!({"destination": "/evil-abs", "type": "tmpfs", "source": "tmpfs"}),
+        );
+        add_mount(
+            cfg,
+            json!({"destination": "/evil-rel/sub", "type": "tmpfs", "source": "tmpfs"}),
+        );
     });
     let o = c.run();
     let _ = c.rt(&["delete", "--force", &c.id]);
-    assert!(!abs_target.exists(), "host path {} created: {o}", abs_target.display());
-    assert!(!rel_target.exists(), "host path {} created: {o}", rel_target.display());
+    assert!(
+        !abs_target.exists(),
+        "host path {} created: {o}",
+        abs_target.display()
+    );
+    assert!(
+        !rel_target.exists(),
+        "host path {} created: {o}",
+        rel_target.display()
+    );
     let host = host_mountinfo();
     for t in [&abs_target, &rel_target] {
         assert!(
-            !host.iter().any(|m| Path::new(&m.mount_point).starts_with(t)),
+            !host
+                .iter()
+                .any(|m| Path::new(&m.mount_point).starts_with(t)),
             "mount on the host at {}",
             t.display()
         );
@@ -399,14 +512,25 @@ fn mounts_bind_source_symlink_in_destination_path() {
     fs::create_dir(&src).unwrap();
     fs::write(src.join("f"), "bound\n").unwrap();
     c.tweak(|cfg| {
-    add_mount(cfg, json!({"destination": "/etc/link/inner", "type": "bind",
-        "source": src, "options": ["bind"]}));
+        add_mount(
+            cfg,
+            json!({"destination": "/etc/link/inner", "type": "bind",
+        "source": src, "options": ["bind"]}),
+        );
     });
     let o = c.run();
-    assert!(!target.exists(), "host path {} created: {o}", target.display());
+    assert!(
+        !target.exists(),
+        "host path {} created: {o}",
+        target.display()
+    );
     if o.success() {
         assert_eq!(o.out(), "bound", "{o}");
         // It landed inside the rootfs.
-        assert!(c.rootfs().join(target.strip_prefix("/").unwrap()).join("inner").is_dir());
+        assert!(c
+            .rootfs()
+            .join(target.strip_prefix("/").unwrap())
+            .join("inner")
+            .is_dir());
     }
 }

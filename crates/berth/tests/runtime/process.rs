@@ -11,7 +11,16 @@ fn process_args_are_passed_verbatim() {
     let o = run_in_container(
         "args",
         |_| {},
-        &["sh", "-c", "printf '[%s]' \"$0\" \"$@\"", "zero", "a b", "", "c'd", "$HOME"],
+        &[
+            "sh",
+            "-c",
+            "printf '[%s]' \"$0\" \"$@\"",
+            "zero",
+            "a b",
+            "",
+            "c'd",
+            "$HOME",
+        ],
     )
     .ok();
     assert_eq!(o.stdout, "[zero][a b][][c'd][$HOME]", "{o}");
@@ -74,7 +83,10 @@ fn process_user_uid_gid_and_additional_gids() {
     )
     .ok();
     let lines = o.lines();
-    assert_eq!(lines[0], "uid=1000(user) gid=1000(user) groups=5(tty),100", "{o}");
+    assert_eq!(
+        lines[0], "uid=1000(user) gid=1000(user) groups=5(tty),100",
+        "{o}"
+    );
     assert_eq!(
         status_field(&o.stdout, "Uid").map(|v| v.split_whitespace().collect::<Vec<_>>()),
         Some(vec!["1000"; 4]),
@@ -104,9 +116,13 @@ fn process_root_user_has_no_supplementary_groups() {
 #[test]
 fn process_umask() {
     need_root!();
-    let o = run_sh("umask", "umask; touch /tmp/f; mkdir /tmp/d; stat -c %a /tmp/f /tmp/d", |c| {
-        c["process"]["user"]["umask"] = json!(0o027);
-    })
+    let o = run_sh(
+        "umask",
+        "umask; touch /tmp/f; mkdir /tmp/d; stat -c %a /tmp/f /tmp/d",
+        |c| {
+            c["process"]["user"]["umask"] = json!(0o027);
+        },
+    )
     .ok();
     assert_eq!(o.lines(), ["0027", "640", "750"], "{o}");
 }
@@ -137,9 +153,20 @@ fn process_capabilities_all_five_sets_non_root() {
     need_root!();
     // For a non-root user (and a file without file capabilities), execve keeps the
     // bounding and inheritable sets, and permitted = effective = ambient.
-    let bounding = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_SETUID"];
+    let bounding = [
+        "CAP_CHOWN",
+        "CAP_KILL",
+        "CAP_NET_RAW",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SETUID",
+    ];
     let inheritable = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"];
-    let permitted = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"];
+    let permitted = [
+        "CAP_CHOWN",
+        "CAP_KILL",
+        "CAP_NET_RAW",
+        "CAP_NET_BIND_SERVICE",
+    ];
     let effective = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
     let ambient = ["CAP_CHOWN", "CAP_KILL"];
     let o = run_sh(
@@ -155,8 +182,14 @@ fn process_capabilities_all_five_sets_non_root() {
     )
     .ok();
     let amb = cap_mask(&ambient);
-    assert_caps(&o, [cap_mask(&inheritable), amb, amb, cap_mask(&bounding), amb]);
-    assert!(o.stdout.contains("chown-ok"), "CAP_CHOWN (ambient) not usable: {o}");
+    assert_caps(
+        &o,
+        [cap_mask(&inheritable), amb, amb, cap_mask(&bounding), amb],
+    );
+    assert!(
+        o.stdout.contains("chown-ok"),
+        "CAP_CHOWN (ambient) not usable: {o}"
+    );
 }
 
 #[test]
@@ -164,7 +197,12 @@ fn process_capabilities_root() {
     need_root!();
     // For uid 0, execve makes permitted = effective = bounding (legacy root semantics);
     // inheritable and ambient stay as configured (empty).
-    let bounding = ["CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"];
+    let bounding = [
+        "CAP_DAC_OVERRIDE",
+        "CAP_KILL",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_AUDIT_WRITE",
+    ];
     let o = run_sh(
         "caps-root",
         "grep ^Cap /proc/self/status; touch /tmp/f; chown 1000 /tmp/f && echo chown-ok",
@@ -176,7 +214,10 @@ fn process_capabilities_root() {
     );
     let b = cap_mask(&bounding);
     assert_caps(&o, [0, b, b, b, 0]);
-    assert!(!o.stdout.contains("chown-ok"), "chown worked without CAP_CHOWN: {o}");
+    assert!(
+        !o.stdout.contains("chown-ok"),
+        "chown worked without CAP_CHOWN: {o}"
+    );
     assert!(o.stderr.contains("Operation not permitted"), "{o}");
 }
 
@@ -230,19 +271,29 @@ fn process_rlimits() {
     // Stay within the host's hard limits: this sandbox may lack CAP_SYS_RESOURCE.
     let nproc_hard = getrlimit(Resource::RLIMIT_NPROC).unwrap().1.min(4000);
     let stack_hard = getrlimit(Resource::RLIMIT_STACK).unwrap().1.min(8388608);
-    let o = run_sh("rlimits", "ulimit -n; ulimit -Hn; cat /proc/self/limits", |c| {
-        c["process"]["rlimits"] = json!([
-            {"type": "RLIMIT_NOFILE", "soft": 1000, "hard": 2000},
-            {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
-            {"type": "RLIMIT_NPROC", "soft": nproc_hard / 2, "hard": nproc_hard},
-            {"type": "RLIMIT_STACK", "soft": stack_hard / 2, "hard": stack_hard}
-        ]);
-    })
+    let o = run_sh(
+        "rlimits",
+        "ulimit -n; ulimit -Hn; cat /proc/self/limits",
+        |c| {
+            c["process"]["rlimits"] = json!([
+                {"type": "RLIMIT_NOFILE", "soft": 1000, "hard": 2000},
+                {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+                {"type": "RLIMIT_NPROC", "soft": nproc_hard / 2, "hard": nproc_hard},
+                {"type": "RLIMIT_STACK", "soft": stack_hard / 2, "hard": stack_hard}
+            ]);
+        },
+    )
     .ok();
     let lines = o.lines();
     assert_eq!(&lines[..2], ["1000", "2000"], "{o}");
-    assert_eq!(limits_line(&o.stdout, "Max open files"), ("1000".into(), "2000".into()));
-    assert_eq!(limits_line(&o.stdout, "Max core file size"), ("0".into(), "0".into()));
+    assert_eq!(
+        limits_line(&o.stdout, "Max open files"),
+        ("1000".into(), "2000".into())
+    );
+    assert_eq!(
+        limits_line(&o.stdout, "Max core file size"),
+        ("0".into(), "0".into())
+    );
     assert_eq!(
         limits_line(&o.stdout, "Max processes"),
         ((nproc_hard / 2).to_string(), nproc_hard.to_string())
@@ -261,7 +312,11 @@ fn process_rlimit_nofile_above_host_hard_limit_is_clamped() {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     // Without CAP_SYS_RESOURCE (as in this suite's sandbox) nobody can raise the hard
     // limit past the host's; with it, the runtime can grant the request.
-    let want = if host_has_cap("CAP_SYS_RESOURCE") { 1048576 } else { host_hard.min(1048576) };
+    let want = if host_has_cap("CAP_SYS_RESOURCE") {
+        1048576
+    } else {
+        host_hard.min(1048576)
+    };
     let o = run_sh("rlimit-clamp", "cat /proc/self/limits", |c| {
         c["process"]["rlimits"] =
             json!([{"type": "RLIMIT_NOFILE", "soft": 1048576, "hard": 1048576}]);
@@ -315,7 +370,11 @@ fn process_hostname() {
     })
     .ok();
     assert_eq!(o.lines(), ["berth-box", "berth-box"], "{o}");
-    assert_eq!(nix::unistd::gethostname().unwrap(), host_before, "host's hostname changed");
+    assert_eq!(
+        nix::unistd::gethostname().unwrap(),
+        host_before,
+        "host's hostname changed"
+    );
 }
 
 #[test]
@@ -323,13 +382,21 @@ fn process_domainname() {
     need_root!();
     skip_if_older!("runc", 1, 2, "domainname");
     let host_before = read_trim("/proc/sys/kernel/domainname");
-    let o = run_sh("domainname", "hostname; cat /proc/sys/kernel/domainname", |c| {
-        c["hostname"] = json!("berth-box");
-        c["domainname"] = json!("berth.example");
-    })
+    let o = run_sh(
+        "domainname",
+        "hostname; cat /proc/sys/kernel/domainname",
+        |c| {
+            c["hostname"] = json!("berth-box");
+            c["domainname"] = json!("berth.example");
+        },
+    )
     .ok();
     assert_eq!(o.lines(), ["berth-box", "berth.example"], "{o}");
-    assert_eq!(read_trim("/proc/sys/kernel/domainname"), host_before, "host's domainname changed");
+    assert_eq!(
+        read_trim("/proc/sys/kernel/domainname"),
+        host_before,
+        "host's domainname changed"
+    );
 }
 
 #[test]
@@ -354,7 +421,11 @@ fn sysctl_namespaced_values_are_set() {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(lines, ["1", "12345678", "0 2147483647"], "{o}");
-    assert_eq!(read_trim("/proc/sys/net/ipv4/ip_forward"), host_fwd, "host sysctl changed");
+    assert_eq!(
+        read_trim("/proc/sys/net/ipv4/ip_forward"),
+        host_fwd,
+        "host sysctl changed"
+    );
 }
 
 #[test]
@@ -369,7 +440,11 @@ fn sysctl_not_namespaced_is_refused() {
     if is_berth() {
         assert!(o.stderr.contains("vm.swappiness"), "{o}");
     }
-    assert_eq!(read_trim("/proc/sys/vm/swappiness"), host, "host's vm.swappiness changed");
+    assert_eq!(
+        read_trim("/proc/sys/vm/swappiness"),
+        host,
+        "host's vm.swappiness changed"
+    );
     c.assert_nothing_left();
 }
 
@@ -387,7 +462,11 @@ fn sysctl_net_without_net_namespace_is_refused() {
     if is_berth() {
         assert!(o.stderr.contains("net.ipv4.ip_forward"), "{o}");
     }
-    assert_eq!(read_trim("/proc/sys/net/ipv4/ip_forward"), host, "host sysctl changed");
+    assert_eq!(
+        read_trim("/proc/sys/net/ipv4/ip_forward"),
+        host,
+        "host sysctl changed"
+    );
     c.assert_nothing_left();
 }
 
@@ -411,7 +490,9 @@ fn recv_fd(listener: std::os::unix::net::UnixListener) -> Result<std::os::fd::Ra
         }
     };
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(WAIT))
+        .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 4096];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
@@ -456,10 +537,14 @@ fn process_terminal_via_console_socket() {
     let sock = c.host_dir().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let receiver = std::thread::spawn(move || recv_fd(listener));
-    c.create_with(&["--console-socket", sock.to_str().unwrap()]).ok();
+    c.create_with(&["--console-socket", sock.to_str().unwrap()])
+        .ok();
     let master = receiver.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
     let link = std::fs::read_link(format!("/proc/self/fd/{master}")).unwrap();
-    assert!(link.to_string_lossy().contains("ptmx"), "received fd is {link:?}, not a pty master");
+    assert!(
+        link.to_string_lossy().contains("ptmx"),
+        "received fd is {link:?}, not a pty master"
+    );
 
     // A helper process (busybox sh) gets the master as an fd, writes a line to it and
     // copies what comes back to a file until the container hangs up. (The package
@@ -467,10 +552,17 @@ fn process_terminal_via_console_socket() {
     let target = if master == 3 { 4 } else { 3 };
     let out_p = c.host_dir().join("tty.out");
     let mut fa = PosixSpawnFileActions::init().unwrap();
-    fa.add_open(0, "/dev/null", OFlag::O_RDONLY, Mode::empty()).unwrap();
-    fa.add_open(1, out_p.as_path(), OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC, Mode::from_bits_truncate(0o644))
+    fa.add_open(0, "/dev/null", OFlag::O_RDONLY, Mode::empty())
         .unwrap();
-    fa.add_open(2, "/dev/null", OFlag::O_WRONLY, Mode::empty()).unwrap();
+    fa.add_open(
+        1,
+        out_p.as_path(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    fa.add_open(2, "/dev/null", OFlag::O_WRONLY, Mode::empty())
+        .unwrap();
     fa.add_dup2(master, target).unwrap();
     let script = format!("printf 'hello-tty\\n' >&{target}; exec timeout 20 cat <&{target}");
     let args = [
@@ -480,24 +572,44 @@ fn process_terminal_via_console_socket() {
         CString::new(script).unwrap(),
     ];
     let env: [CString; 0] = [];
-    let helper = posix_spawn("/bin/busybox", &fa, &PosixSpawnAttr::init().unwrap(), &args, &env)
-        .expect("spawn tty helper");
+    let helper = posix_spawn(
+        "/bin/busybox",
+        &fa,
+        &PosixSpawnAttr::init().unwrap(),
+        &args,
+        &env,
+    )
+    .expect("spawn tty helper");
     nix::unistd::close(master).unwrap();
 
     c.start().ok();
     let done = wait_until(WAIT, || {
-        !matches!(waitpid(helper, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive))
+        !matches!(
+            waitpid(helper, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
     });
     if !done {
         let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(helper, None);
     }
-    let out = std::fs::read_to_string(&out_p).unwrap_or_default().replace('\r', "");
+    let out = std::fs::read_to_string(&out_p)
+        .unwrap_or_default()
+        .replace('\r', "");
     assert!(done, "the pty never hung up; output so far: {out:?}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.contains(&"hello-tty"), "no echo of the input: {out:?}");
-    assert!(lines.contains(&"got:hello-tty"), "the process did not read the input: {out:?}");
-    assert!(lines.contains(&"all-ttys"), "stdio is not the terminal: {out:?}");
+    assert!(
+        lines.contains(&"hello-tty"),
+        "no echo of the input: {out:?}"
+    );
+    assert!(
+        lines.contains(&"got:hello-tty"),
+        "the process did not read the input: {out:?}"
+    );
+    assert!(
+        lines.contains(&"all-ttys"),
+        "stdio is not the terminal: {out:?}"
+    );
     assert!(
         lines.iter().any(|l| l.starts_with("/dev/pts/")),
         "tty is not a /dev/pts device: {out:?}"
