@@ -648,7 +648,11 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
         process: proc_plan,
         create_container_hooks: hooks.create_container.clone(),
         start_container_hooks: hooks.start_container.clone(),
-        hook_state: Vec::new(),
+        hook_ctx: Some(init::HookCtx {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+        }),
         fifo: None,
         console: None,
         preserve_fds: opts.preserve_fds,
@@ -833,11 +837,11 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     }
     prep.init.join = std::mem::take(&mut prep.ns.child_join);
     prep.init.join_user = prep.ns.join_user.take();
-    prep.init.hook_state = hook_state(id, Status::Created, 0, &bundle, &prep.annotations);
 
     let (mut chan, child_chan) = Channel::pair()?;
     let for_children = ForChildren::enter(&prep.ns.parent_join, prep.time_offsets.as_deref())?;
-    let clone_flags = prep.ns.clone.bits();
+    // The cgroup namespace is unshared by the child once it is in its cgroup.
+    let clone_flags = (prep.ns.clone - CloneFlags::CLONE_NEWCGROUP).bits();
     let fork =
         berth_sys::process::fork_into(clone_flags, None).ctx(|| "clone container process")?;
     let pid = match fork {
@@ -872,7 +876,7 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
                 let st = hook_state(id, Status::Creating, pid, &bundle, &prep.annotations);
                 crate::hooks::run_all(&prep.hooks.prestart, &st)?;
                 crate::hooks::run_all(&prep.hooks.create_runtime, &st)?;
-                chan.send(Tag::HooksDone, &[])?;
+                chan.send(Tag::HooksDone, &pid.to_le_bytes())?;
             }
             Tag::SeccompFd => {
                 let fd = fd.ok_or_else(|| Error::Init("seccomp notify fd missing".into()))?;
@@ -1040,8 +1044,9 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         e => Error::sys("open exec fifo", e),
     })?;
     nix::unistd::write(&f, b"0").ctx(|| "write exec fifo")?;
-    drop(f);
     let _ = std::fs::remove_file(&fifo);
+    wait_exec(&f);
+    drop(f);
     let hooks = hooks_of(&saved_spec(&dir)?);
     if !hooks.poststart.is_empty() {
         let st = hook_state(
@@ -1054,6 +1059,22 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         crate::hooks::run_all_warn(&hooks.poststart, &st);
     }
     Ok(())
+}
+
+/// Wait until the container process has exec'd its program: its end of
+/// the fifo closes on exec, and with no reader left our end reports POLLERR.
+/// (poststart hooks run only after that, as the spec wants.)
+fn wait_exec(fifo: &OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let end = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < end {
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(n) if n > 0 => return,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 fn signal_init(saved: &Saved, sig: i32) -> Result<()> {
@@ -1258,7 +1279,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
         process: proc_plan,
         create_container_hooks: Vec::new(),
         start_container_hooks: Vec::new(),
-        hook_state: Vec::new(),
+        hook_ctx: None,
         fifo: None,
         console: None,
         preserve_fds: opts.preserve_fds,

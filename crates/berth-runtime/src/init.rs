@@ -53,6 +53,27 @@ pub struct RootfsPlan {
     pub readonly_paths: Vec<PathBuf>,
 }
 
+/// What the state given to a hook needs, besides status and pid.
+pub struct HookCtx {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub annotations: std::collections::HashMap<String, String>,
+}
+
+impl HookCtx {
+    pub fn state(&self, status: crate::state::Status, pid: i32) -> Vec<u8> {
+        serde_json::to_vec(&crate::state::HookState {
+            oci_version: crate::state::OCI_VERSION,
+            id: &self.id,
+            status,
+            pid,
+            bundle: &self.bundle,
+            annotations: &self.annotations,
+        })
+        .unwrap_or_default()
+    }
+}
+
 pub struct InitPlan {
     /// Namespaces joined by path (not user, pid or time), done in the child.
     pub join: Vec<(CloneFlags, OwnedFd)>,
@@ -66,8 +87,9 @@ pub struct InitPlan {
     pub process: ProcessPlan,
     pub create_container_hooks: Vec<Hook>,
     pub start_container_hooks: Vec<Hook>,
-    /// The state JSON given to hooks run inside the container.
-    pub hook_state: Vec<u8>,
+    /// The container as hooks run inside it see it (the pid is filled in
+    /// once the runtime tells it).
+    pub hook_ctx: Option<HookCtx>,
     /// Read end of the exec fifo: wait for `start` before exec (create).
     pub fifo: Option<OwnedFd>,
     /// Connected console socket to send the pty master to.
@@ -115,6 +137,11 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     if plan.new_userns {
         become_root_in_userns();
     }
+    // The cgroup namespace is made now that the runtime has moved us into
+    // the container's cgroup, so that it is the namespace's root.
+    if plan.new_cgroupns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "new cgroup namespace")?;
+    }
     for (flag, fd) in plan.join.drain(..) {
         nix::sched::setns(&fd, flag).ctx(|| format!("join {} namespace", ns_name(flag)))?;
     }
@@ -132,11 +159,19 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
         set_domainname(d)?;
     }
 
+    let mut host_pid = 0;
     if let Some(r) = &plan.rootfs {
         build_rootfs(r, plan.new_cgroupns)?;
         chan.send(Tag::Hooks, &[])?;
-        chan.expect(Tag::HooksDone)?;
-        crate::hooks::run_all(&plan.create_container_hooks, &plan.hook_state)?;
+        let p = chan.expect(Tag::HooksDone)?;
+        host_pid = p
+            .get(..4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0);
+        if let Some(h) = &plan.hook_ctx {
+            let st = h.state(crate::state::Status::Creating, host_pid);
+            crate::hooks::run_all(&plan.create_container_hooks, &st)?;
+        }
         mounts::enter_root(&r.rootfs, r.no_pivot)?;
         if let Some(p) = r.after_pivot_propagation {
             nix::mount::mount(None::<&str>, "/", None::<&str>, p, None::<&str>)
@@ -209,17 +244,27 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     for fd in 3..3 + plan.preserve_fds as i32 {
         berth_sys::fd::clear_cloexec(fd).ctx(|| format!("preserve fd {fd}"))?;
     }
+    // The runtime exits after Ready (create): we must outlive it.
+    berth_sys::process::set_parent_death_signal(0).ctx(|| "pdeathsig")?;
     chan.send(Tag::Ready, &[])?;
 
-    if let Some(fifo) = plan.fifo.take() {
-        wait_start(&fifo)?;
+    // The fifo stays open until exec closes it: `start` waits for that.
+    if let Some(fifo) = &plan.fifo {
+        wait_start(fifo)?;
     }
     if let Some(f) = &p.seccomp {
         if early_seccomp.is_none() {
             f.load()?;
         }
     }
-    crate::hooks::run_all(&plan.start_container_hooks, &plan.hook_state)?;
+    if let Some(h) = plan
+        .hook_ctx
+        .as_ref()
+        .filter(|_| !plan.start_container_hooks.is_empty())
+    {
+        let st = h.state(crate::state::Status::Created, host_pid);
+        crate::hooks::run_all(&plan.start_container_hooks, &st)?;
+    }
     reset_signals();
     let e = nix::unistd::execve(&exe, &p.args, &p.env).unwrap_err();
     Err(init_err(format!(

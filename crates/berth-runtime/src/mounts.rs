@@ -218,7 +218,11 @@ pub fn resolve_create(root: BorrowedFd<'_>, dest: &Path, file: bool) -> Result<O
     let comps: Vec<_> = dest.components().collect();
     let mut prefix = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
-        let parent = prefix.clone();
+        let parent = if prefix.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            prefix.clone()
+        };
         prefix.push(c);
         let last = i + 1 == comps.len();
         let flags = libc::O_PATH | if last && file { 0 } else { libc::O_DIRECTORY };
