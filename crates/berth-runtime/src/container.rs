@@ -21,22 +21,26 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Options of `create` (and `run`), as runc names them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct CreateOptions {
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// An already connected console socket (instead of a path).
+    pub console: Option<OwnedFd>,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
 }
 
 /// Options of `exec`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ExecOptions {
     pub process: Option<Process>,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// An already connected console socket (instead of a path).
+    pub console: Option<OwnedFd>,
     pub detach: bool,
     pub preserve_fds: u32,
 }
@@ -612,7 +616,7 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
     let hooks = hooks_of(spec);
     hooks.check()?;
     let proc_plan = process_plan(&process, seccomp)?;
-    if proc_plan.terminal && opts.console_socket.is_none() {
+    if proc_plan.terminal && opts.console_socket.is_none() && opts.console.is_none() {
         return Err(Error::field(
             "process.terminal",
             "a terminal needs --console-socket",
@@ -656,6 +660,7 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
         fifo: None,
         console: None,
         preserve_fds: opts.preserve_fds,
+        keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
         is_init: true,
     };
     Ok(Prepared {
@@ -810,6 +815,26 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
         pid: None,
     };
     std::fs::write(dir.join(state::CONFIG_FILE), &raw).ctx(|| "save config")?;
+    // pid 0 marks "creating" until the process is ready.
+    let mut saved = Saved {
+        id: id.to_string(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.clone(),
+        rootfs: prep.rootfs.clone(),
+        created: now_rfc3339(),
+        owner: "root".into(),
+        annotations: prep.annotations.clone(),
+        cgroup: prep.cgroup.clone(),
+        namespaces: prep
+            .ns
+            .present
+            .iter()
+            .map(|t| ns_proc_name(*t).to_string())
+            .collect(),
+        use_terminal: prep.init.process.terminal,
+    };
+    saved.store(&dir)?;
 
     let fifo_path = dir.join(state::FIFO_FILE);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600)).ctx(|| "exec fifo")?;
@@ -834,6 +859,8 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
         let s = std::os::unix::net::UnixStream::connect(sock)
             .ctx(|| format!("console socket {}", sock.display()))?;
         prep.init.console = Some(OwnedFd::from(s));
+    } else if let Some(fd) = &opts.console {
+        prep.init.console = Some(fd.try_clone().ctx(|| "console")?);
     }
     prep.init.join = std::mem::take(&mut prep.ns.child_join);
     prep.init.join_user = prep.ns.join_user.take();
@@ -888,24 +915,8 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
         }
     }
 
-    let saved = Saved {
-        id: id.to_string(),
-        pid,
-        pid_start,
-        bundle: bundle.clone(),
-        rootfs: prep.rootfs.clone(),
-        created: now_rfc3339(),
-        owner: "root".into(),
-        annotations: prep.annotations.clone(),
-        cgroup: prep.cgroup.clone(),
-        namespaces: prep
-            .ns
-            .present
-            .iter()
-            .map(|t| ns_proc_name(*t).to_string())
-            .collect(),
-        use_terminal: prep.init.process.terminal,
-    };
+    saved.pid = pid;
+    saved.pid_start = pid_start;
     saved.store(&dir)?;
     if let Some(p) = &opts.pid_file {
         write_pid_file(p, pid)?;
@@ -964,6 +975,9 @@ fn load(root: &Root, id: &str) -> Result<(PathBuf, Saved)> {
 
 /// The current status of a saved container.
 pub fn status_of(dir: &Path, saved: &Saved) -> Status {
+    if saved.pid == 0 {
+        return Status::Creating;
+    }
     if !state::init_alive(saved) {
         return Status::Stopped;
     }
@@ -1240,7 +1254,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
     let linux = spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
     let proc_plan = process_plan(&process, seccomp)?;
-    if proc_plan.terminal && opts.console_socket.is_none() {
+    if proc_plan.terminal && opts.console_socket.is_none() && opts.console.is_none() {
         return Err(Error::field(
             "process.terminal",
             "a terminal needs --console-socket",
@@ -1283,12 +1297,15 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
         fifo: None,
         console: None,
         preserve_fds: opts.preserve_fds,
+        keyring: None,
         is_init: false,
     };
     if let Some(sock) = &opts.console_socket {
         let s = std::os::unix::net::UnixStream::connect(sock)
             .ctx(|| format!("console socket {}", sock.display()))?;
         plan.console = Some(OwnedFd::from(s));
+    } else if let Some(fd) = &opts.console {
+        plan.console = Some(fd.try_clone().ctx(|| "console")?);
     }
     let (mut chan, child_chan) = Channel::pair()?;
     let for_children = ForChildren::enter(&parent_join, None)?;

@@ -95,6 +95,8 @@ pub struct InitPlan {
     /// Connected console socket to send the pty master to.
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// Join a new session keyring of this name (create without --no-new-keyring).
+    pub keyring: Option<String>,
     /// Whether this is a container's first process (setsid, fifo) or exec.
     pub is_init: bool,
 }
@@ -151,6 +153,9 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     }
     if plan.is_init {
         nix::unistd::setsid().ctx(|| "setsid")?;
+    }
+    if let Some(name) = &plan.keyring {
+        berth_sys::process::join_session_keyring(name).ctx(|| "join a new session keyring")?;
     }
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h).ctx(|| format!("set hostname {h:?}"))?;

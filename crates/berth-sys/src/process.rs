@@ -174,3 +174,21 @@ pub fn default_signal(sig: libc::c_int) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Join a new anonymous session keyring called `name`, so that the
+/// container does not share the caller's keys (KEYCTL_JOIN_SESSION_KEYRING).
+/// Returns Ok(false) when the kernel has no key support.
+pub fn join_session_keyring(name: &str) -> io::Result<bool> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: keyctl reads the NUL-terminated name, alive for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, c.as_ptr()) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(true)
+}

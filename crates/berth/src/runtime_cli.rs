@@ -238,7 +238,7 @@ fn run(cli: RuntimeCli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Create(a) => {
             protect()?;
-            berth_runtime::create(&root, &a.id, &create_options(&a))?;
+            berth_runtime::create(&root, &a.id, &create_options(&a, None))?;
             Ok(0)
         }
         Cmd::Start { id } => {
@@ -312,20 +312,44 @@ fn protect() -> anyhow::Result<()> {
     berth_sys::sealed::ensure_protected().context("protect the runtime binary")
 }
 
-fn create_options(a: &CreateArgs) -> CreateOptions {
+fn create_options(a: &CreateArgs, console: Option<std::os::fd::OwnedFd>) -> CreateOptions {
     CreateOptions {
         bundle: a.bundle.clone(),
         pid_file: a.pid_file.clone(),
         console_socket: a.console_socket.clone(),
+        console,
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
     }
 }
 
+/// Whether the bundle's process asks for a terminal (to hold it ourselves
+/// when no console socket is given).
+fn wants_terminal(bundle: &Path) -> bool {
+    berth_runtime::config::load(bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
 fn run_container(root: &Root, a: &RunArgs) -> anyhow::Result<i32> {
-    let created = berth_runtime::create(root, &a.create.id, &create_options(&a.create))?;
+    let local =
+        if a.create.console_socket.is_none() && !a.detach && wants_terminal(&a.create.bundle) {
+            Some(crate::wait::LocalConsole::new()?)
+        } else {
+            None
+        };
+    let (local, theirs) = match local {
+        Some((l, t)) => (Some(l), Some(t)),
+        None => (None, None),
+    };
+    let created = berth_runtime::create(root, &a.create.id, &create_options(&a.create, theirs))?;
     let set = crate::wait::block()?;
+    let master = match &local {
+        Some(l) => Some(l.master()?),
+        None => None,
+    };
     if let Err(e) = berth_runtime::start(root, &a.create.id) {
         let _ = berth_runtime::delete(root, &a.create.id, true);
         return Err(e.into());
@@ -333,7 +357,7 @@ fn run_container(root: &Root, a: &RunArgs) -> anyhow::Result<i32> {
     if a.detach {
         return Ok(0);
     }
-    let code = crate::wait::wait_forwarding(created.pid, &set)?;
+    let code = crate::wait::foreground(created.pid, &set, master)?;
     if !a.keep {
         berth_runtime::delete(root, &a.create.id, true)?;
     }
@@ -431,19 +455,31 @@ fn exec(root: &Root, a: &ExecArgs) -> anyhow::Result<i32> {
     if a.apparmor.is_some() {
         process.set_apparmor_profile(a.apparmor.clone());
     }
+    let terminal = process.terminal().unwrap_or(false);
+    let (local, theirs) = if terminal && a.console_socket.is_none() && !a.detach {
+        let (l, t) = crate::wait::LocalConsole::new()?;
+        (Some(l), Some(t))
+    } else {
+        (None, None)
+    };
     let opts = ExecOptions {
         process: Some(process),
         pid_file: a.pid_file.clone(),
         console_socket: a.console_socket.clone(),
+        console: theirs,
         detach: a.detach,
         preserve_fds: a.preserve_fds,
     };
+    let set = crate::wait::block()?;
     let execed = berth_runtime::exec(root, &a.id, &opts)?;
     if a.detach {
         return Ok(0);
     }
-    let set = crate::wait::block()?;
-    crate::wait::wait_forwarding(execed.pid, &set)
+    let master = match &local {
+        Some(l) => Some(l.master()?),
+        None => None,
+    };
+    crate::wait::foreground(execed.pid, &set, master)
 }
 
 /// Columns padded like Go's tabwriter (min width 12, padding 3), as runc.
