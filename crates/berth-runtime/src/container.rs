@@ -630,7 +630,7 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
         mounts: mount_ops,
         cgroup_mounts: cgroup.mounts(),
         devices: devices_plan(spec)?,
-        bind_devices: new_userns,
+        bind_devices: ns.has(LinuxNamespaceType::User),
         readonly: spec
             .root()
             .as_ref()
@@ -869,9 +869,15 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     let for_children = ForChildren::enter(&prep.ns.parent_join, prep.time_offsets.as_deref())?;
     // The cgroup namespace is unshared by the child once it is in its cgroup.
     let clone_flags = (prep.ns.clone - CloneFlags::CLONE_NEWCGROUP).bits();
+    let via_intermediate = prep.init.join_user.is_some();
+    let first_flags = if via_intermediate { 0 } else { clone_flags };
     let fork =
-        berth_sys::process::fork_into(clone_flags, None).ctx(|| "clone container process")?;
+        berth_sys::process::fork_into(first_flags, None).ctx(|| "clone container process")?;
     let pid = match fork {
+        berth_sys::process::Fork::Child if via_intermediate => {
+            drop(chan);
+            init::intermediate_main(prep.init, child_chan, clone_flags)
+        }
         berth_sys::process::Fork::Child => {
             drop(chan);
             init::child_main(prep.init, child_chan)
@@ -881,6 +887,19 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     drop(for_children);
     drop(child_chan);
     cleanup.pid = Some(pid);
+    let pid = if via_intermediate {
+        let payload = chan.expect(Tag::Pid);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        let payload = payload?;
+        let b = payload
+            .get(..4)
+            .ok_or_else(|| Error::Init("short pid message".into()))?;
+        let pid = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        cleanup.pid = Some(pid);
+        pid
+    } else {
+        pid
+    };
     // The child has its own copies; ours must not keep the fifo's reader
     // or the console connection alive.
     drop(prep.init.fifo.take());

@@ -144,13 +144,7 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     if plan.new_cgroupns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "new cgroup namespace")?;
     }
-    for (flag, fd) in plan.join.drain(..) {
-        nix::sched::setns(&fd, flag).ctx(|| format!("join {} namespace", ns_name(flag)))?;
-    }
-    if let Some(fd) = plan.join_user.take() {
-        nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER).ctx(|| "join user namespace")?;
-        become_root_in_userns();
-    }
+    join_namespaces(plan)?;
     if plan.is_init {
         nix::unistd::setsid().ctx(|| "setsid")?;
     }
@@ -277,6 +271,47 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
         exe,
         e.desc().to_lowercase()
     )))
+}
+
+/// Join the namespaces the plan names by path: the plain ones first, while
+/// the host's privileges allow it, the user namespace last. Idempotent: the
+/// joined ones are taken out of the plan.
+pub fn join_namespaces(plan: &mut InitPlan) -> Result<()> {
+    for (flag, fd) in plan.join.drain(..) {
+        nix::sched::setns(&fd, flag).ctx(|| format!("join {} namespace", ns_name(flag)))?;
+    }
+    if let Some(fd) = plan.join_user.take() {
+        nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER).ctx(|| "join user namespace")?;
+        become_root_in_userns();
+    }
+    Ok(())
+}
+
+/// Used when the container joins a user namespace by path: this forked
+/// process joins the namespaces, then forks the container process with
+/// CLONE_PARENT so that the new namespaces belong to the joined user
+/// namespace and the runtime stays its parent; it reports that pid and exits.
+pub fn intermediate_main(mut plan: InitPlan, mut chan: Channel, clone_flags: libc::c_int) -> ! {
+    const CLONE_PARENT: libc::c_int = 0x8000;
+    let res = join_namespaces(&mut plan).and_then(|()| {
+        berth_sys::process::fork_into(clone_flags | CLONE_PARENT, None)
+            .ctx(|| "clone container process")
+    });
+    match res {
+        Ok(berth_sys::process::Fork::Child) => child_main(plan, chan),
+        Ok(berth_sys::process::Fork::Parent(pid)) => {
+            let code = if chan.send(Tag::Pid, &pid.to_le_bytes()).is_ok() {
+                0
+            } else {
+                1
+            };
+            berth_sys::process::exit_now(code)
+        }
+        Err(e) => {
+            let _ = chan.send(Tag::Error, e.to_string().as_bytes());
+            berth_sys::process::exit_now(1)
+        }
+    }
 }
 
 fn ns_name(f: CloneFlags) -> &'static str {

@@ -37,9 +37,16 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// The caller must be single-threaded: only the calling thread exists in
 /// the child, so a lock held by another thread would never be released.
 pub fn fork_into(ns_flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Fork> {
+    // With CLONE_PARENT the child takes the caller's own exit signal; the
+    // kernel refuses an explicit one.
+    let exit_signal = if ns_flags & libc::CLONE_PARENT != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
     let mut args = CloneArgs {
         flags: ns_flags as u32 as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         ..Default::default()
     };
     if let Some(cg) = cgroup {
@@ -65,7 +72,7 @@ pub fn fork_into(ns_flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::R
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_clone,
-                    (ns_flags as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+                    (ns_flags as libc::c_ulong) | exit_signal as libc::c_ulong,
                     0usize,
                     0usize,
                     0usize,
