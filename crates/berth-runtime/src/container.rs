@@ -279,6 +279,124 @@ fn cstrings(v: &[String], field: &str) -> Result<Vec<CString>> {
         .collect()
 }
 
+/// personality(2) value of `linux.personality`.
+fn personality_plan(l: &oci_spec::runtime::Linux) -> Result<Option<libc::c_ulong>> {
+    use oci_spec::runtime::LinuxPersonalityDomain;
+    let Some(p) = l.personality() else {
+        return Ok(None);
+    };
+    if let Some(flags) = p.flags().as_ref().filter(|f| !f.is_empty()) {
+        return Err(Error::field(
+            "linux.personality.flags",
+            format!("{flags:?}: no personality flags are supported"),
+        ));
+    }
+    Ok(Some(match p.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,
+        LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    }))
+}
+
+fn io_priority_plan(p: &Process) -> Result<Option<(u32, u32)>> {
+    use oci_spec::runtime::IOPriorityClass;
+    let Some(io) = p.io_priority() else {
+        return Ok(None);
+    };
+    let class = match io.class() {
+        IOPriorityClass::IoprioClassRt => 1,
+        IOPriorityClass::IoprioClassBe => 2,
+        IOPriorityClass::IoprioClassIdle => 3,
+    };
+    let level = io.priority();
+    if !(0..=7).contains(&level) {
+        return Err(Error::field(
+            "process.ioPriority.priority",
+            format!("{level} is not within 0..=7"),
+        ));
+    }
+    Ok(Some((class, level as u32)))
+}
+
+fn scheduler_plan(p: &Process) -> Result<Option<berth_sys::process::SchedAttr>> {
+    use oci_spec::runtime::{LinuxSchedulerFlag as F, LinuxSchedulerPolicy as P};
+    let Some(s) = p.scheduler() else {
+        return Ok(None);
+    };
+    let policy = match s.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => 4,
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let mut flags = 0u64;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SchedResetOnFork => 0x01,
+            F::SchedFlagReclaim => 0x02,
+            F::SchedFlagDLOverrun => 0x04,
+            F::SchedFlagKeepPolicy => 0x08,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        };
+    }
+    let nice = s.nice().unwrap_or(0);
+    if !(-20..=19).contains(&nice) {
+        return Err(Error::field(
+            "process.scheduler.nice",
+            format!("{nice} is not within -20..=19"),
+        ));
+    }
+    let priority = s.priority().unwrap_or(0);
+    if priority < 0
+        || (matches!(s.policy(), P::SchedFifo | P::SchedRr) && !(1..=99).contains(&priority))
+    {
+        return Err(Error::field(
+            "process.scheduler.priority",
+            format!("{priority} is out of range for the policy"),
+        ));
+    }
+    Ok(Some(berth_sys::process::SchedAttr {
+        policy,
+        flags,
+        nice,
+        priority: priority as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+        ..Default::default()
+    }))
+}
+
+/// Parse a cpu list such as "0-3,6" into a CpuSet.
+pub fn parse_cpu_list(field: &str, list: &str) -> Result<nix::sched::CpuSet> {
+    let mut set = nix::sched::CpuSet::new();
+    let bad = |why: String| Error::field(field, format!("{list:?}: {why}"));
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: usize = a
+            .parse()
+            .map_err(|_| bad(format!("{part:?} is not a cpu number or range")))?;
+        let b: usize = b
+            .parse()
+            .map_err(|_| bad(format!("{part:?} is not a cpu number or range")))?;
+        if a > b {
+            return Err(bad(format!("range {part:?} is reversed")));
+        }
+        for cpu in a..=b {
+            set.set(cpu)
+                .map_err(|_| bad(format!("cpu {cpu} is beyond what the kernel supports")))?;
+        }
+    }
+    Ok(set)
+}
+
 fn process_plan(p: &Process, seccomp: Option<seccomp::Filter>) -> Result<ProcessPlan> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() {
@@ -332,6 +450,19 @@ fn process_plan(p: &Process, seccomp: Option<seccomp::Filter>) -> Result<Process
             )
         }),
         seccomp,
+        personality: None,
+        cpu_affinity: p
+            .exec_cpu_affinity()
+            .as_ref()
+            .and_then(|a| {
+                a.cpu_affinity_final()
+                    .clone()
+                    .or_else(|| a.initial().clone())
+            })
+            .map(|l| parse_cpu_list("process.execCPUAffinity", &l))
+            .transpose()?,
+        io_priority: io_priority_plan(p)?,
+        scheduler: scheduler_plan(p)?,
     })
 }
 
@@ -594,6 +725,18 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
         }
         None => mounts::root_propagation(None)?,
     };
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(Error::Unsupported(
+            "linux.netDevices: moving host network devices into a container is not supported"
+                .into(),
+        ));
+    }
+    if linux.memory_policy().is_some() {
+        tracing::warn!("linux.memoryPolicy: not supported by this runtime; ignored");
+    }
+    if linux.intel_rdt().is_some() {
+        tracing::warn!("linux.intelRdt: resctrl is not supported by this runtime; ignored");
+    }
     let resources = linux.resources().clone().unwrap_or_default();
     Cgroup::validate(&resources)?;
     let cgroup = Cgroup::resolve(linux.cgroups_path().as_deref(), id)?;
@@ -615,7 +758,8 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
     }
     let hooks = hooks_of(spec);
     hooks.check()?;
-    let proc_plan = process_plan(&process, seccomp)?;
+    let mut proc_plan = process_plan(&process, seccomp)?;
+    proc_plan.personality = personality_plan(&linux)?;
     if proc_plan.terminal && opts.console_socket.is_none() && opts.console.is_none() {
         return Err(Error::field(
             "process.terminal",
@@ -1272,7 +1416,8 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
     };
     let linux = spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
-    let proc_plan = process_plan(&process, seccomp)?;
+    let mut proc_plan = process_plan(&process, seccomp)?;
+    proc_plan.personality = personality_plan(&linux)?;
     if proc_plan.terminal && opts.console_socket.is_none() && opts.console.is_none() {
         return Err(Error::field(
             "process.terminal",
@@ -1366,4 +1511,105 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
 pub fn saved_config(root: &Root, id: &str) -> Result<Spec> {
     let (dir, _) = load(root, id)?;
     saved_spec(&dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        let s = parse_cpu_list("f", "0-2, 5").unwrap();
+        for cpu in [0, 1, 2, 5] {
+            assert!(s.is_set(cpu).unwrap());
+        }
+        assert!(!s.is_set(3).unwrap());
+        for bad in ["a", "3-1", "1-x", "99999"] {
+            let e = parse_cpu_list("process.execCPUAffinity", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("process.execCPUAffinity"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sysctls_need_their_namespace() {
+        let all = |_| true;
+        let none = |_| false;
+        assert_eq!(
+            check_sysctl("net.ipv4.ip_forward", all).unwrap(),
+            PathBuf::from("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            check_sysctl("net.ipv4.conf.eth0/1.forwarding", all).unwrap(),
+            PathBuf::from("/proc/sys/net/ipv4/conf/eth0.1/forwarding")
+        );
+        assert!(check_sysctl("kernel.shmmax", all).is_ok());
+        assert!(check_sysctl("fs.mqueue.msg_max", all).is_ok());
+        let e = check_sysctl("net.ipv4.ip_forward", none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("net namespace"), "{e}");
+        let e = check_sysctl("vm.swappiness", all).unwrap_err().to_string();
+        assert!(
+            e.contains("linux.sysctl.vm.swappiness") && e.contains("not a namespaced"),
+            "{e}"
+        );
+        for bad in ["", "../x", "net..x", "net.a b"] {
+            assert!(check_sysctl(bad, all).is_err(), "{bad}");
+        }
+    }
+
+    fn process(json: serde_json::Value) -> Process {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn scheduler_and_io_priority() {
+        let p = process(serde_json::json!({
+            "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "scheduler": {"policy": "SCHED_FIFO", "priority": 10, "flags": ["SCHED_RESET_ON_FORK"]},
+            "ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 4}
+        }));
+        let s = scheduler_plan(&p).unwrap().unwrap();
+        assert_eq!((s.policy, s.priority, s.flags), (1, 10, 1));
+        assert_eq!(io_priority_plan(&p).unwrap(), Some((2, 4)));
+        let bad = process(serde_json::json!({
+            "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "scheduler": {"policy": "SCHED_RR", "priority": 0},
+            "ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 9}
+        }));
+        assert!(scheduler_plan(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("process.scheduler.priority"));
+        assert!(io_priority_plan(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("process.ioPriority.priority"));
+    }
+
+    #[test]
+    fn rlimits_are_clamped_not_refused() {
+        let (_, host_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let p = process(serde_json::json!({
+            "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": u64::MAX - 1, "hard": u64::MAX - 1}]
+        }));
+        let plan = rlimits_plan(&p, false).unwrap();
+        assert_eq!(plan, vec![(Resource::RLIMIT_NOFILE, host_hard, host_hard)]);
+        let dup = process(serde_json::json!({
+            "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "rlimits": [{"type": "RLIMIT_CORE", "soft": 1, "hard": 1}, {"type": "RLIMIT_CORE", "soft": 1, "hard": 1}]
+        }));
+        assert!(rlimits_plan(&dup, false)
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
+        let inverted = process(serde_json::json!({
+            "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "rlimits": [{"type": "RLIMIT_CORE", "soft": 2, "hard": 1}]
+        }));
+        assert!(rlimits_plan(&inverted, false).is_err());
+    }
 }

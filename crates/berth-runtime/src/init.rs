@@ -36,6 +36,13 @@ pub struct ProcessPlan {
     pub terminal: bool,
     pub console_size: Option<(u16, u16)>,
     pub seccomp: Option<seccomp::Filter>,
+    /// CPUs the program runs on (process.execCPUAffinity).
+    pub cpu_affinity: Option<nix::sched::CpuSet>,
+    /// personality(2) value (linux.personality).
+    pub personality: Option<libc::c_ulong>,
+    /// I/O priority (class, level).
+    pub io_priority: Option<(u32, u32)>,
+    pub scheduler: Option<berth_sys::process::SchedAttr>,
 }
 
 /// What a new container's init does (create). `None` parts are skipped.
@@ -204,6 +211,15 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     for (res, soft, hard) in &p.rlimits {
         nix::sys::resource::setrlimit(*res, *soft, *hard).ctx(|| format!("rlimit {res:?}"))?;
     }
+    if let Some(attr) = &p.scheduler {
+        berth_sys::process::set_scheduler(attr).ctx(|| "process.scheduler")?;
+    }
+    if let Some((class, level)) = p.io_priority {
+        berth_sys::process::set_io_priority(class, level).ctx(|| "process.ioPriority")?;
+    }
+    if let Some(persona) = p.personality {
+        berth_sys::process::set_personality(persona).ctx(|| "linux.personality")?;
+    }
 
     // seccomp before dropping privileges unless no_new_privs lets an
     // unprivileged process load it: then as late as possible.
@@ -263,6 +279,10 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     {
         let st = h.state(crate::state::Status::Created, host_pid);
         crate::hooks::run_all(&plan.start_container_hooks, &st)?;
+    }
+    if let Some(set) = &p.cpu_affinity {
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
+            .ctx(|| "process.execCPUAffinity")?;
     }
     reset_signals();
     let e = nix::unistd::execve(&exe, &p.args, &p.env).unwrap_err();

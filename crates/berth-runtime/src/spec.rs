@@ -129,8 +129,7 @@ pub fn features() -> Value {
                     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"
                 ],
                 "supportedFlags": [
-                    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG",
-                    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"
+                    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"
                 ]
             },
             "apparmor": {"enabled": false},

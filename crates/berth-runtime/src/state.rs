@@ -124,12 +124,15 @@ impl Root {
     }
 }
 
-/// Write a file atomically: temp file in the same directory, fsync, rename.
+/// Write a file atomically: temp file in the same directory, then rename,
+/// so a reader sees the old or the new content, never a part. No fsync:
+/// runtime state is volatile (it lives under /run and means nothing after a
+/// reboot), and a flush would cost a disk round trip per container.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).ctx(|| format!("{}", tmp.display()))?;
     f.write_all(data).ctx(|| format!("{}", tmp.display()))?;
-    f.sync_data().ctx(|| format!("{}", tmp.display()))?;
+    drop(f);
     std::fs::rename(&tmp, path).ctx(|| format!("{}", path.display()))
 }
 
