@@ -897,8 +897,8 @@ fn unescape(s: &str) -> String {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
+            let d = |k: usize| u32::from(b[i + k] - b'0');
+            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
             i += 4;
         } else {
             out.push(b[i]);

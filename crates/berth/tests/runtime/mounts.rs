@@ -261,7 +261,7 @@ fn mounts_readonly_root() {
 #[test]
 fn mounts_masked_paths() {
     need_root!();
-    let mut c = Ctr::sh(
+    let c = Ctr::sh(
         "masked",
         "[ -e /proc/kcore ] && echo kcore=$(wc -c < /proc/kcore) || echo kcore=0; echo keys=$(cat /proc/keys | wc -c); \
          echo secret=$(ls -A /secret | wc -l); echo firmware=$(ls -A /sys/firmware | wc -l); \
@@ -288,7 +288,7 @@ fn mounts_masked_paths() {
 #[test]
 fn mounts_readonly_paths() {
     need_root!();
-    let mut c = Ctr::sh(
+    let c = Ctr::sh(
         "ro-paths",
         "cat /proc/self/mountinfo; echo ---; (echo 1 > /proc/sys/kernel/ns_last_pid) 2>&1; \
          (echo x > /data/f) 2>&1; cat /data/keep",
