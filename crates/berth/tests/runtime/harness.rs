@@ -819,6 +819,11 @@ impl Drop for Ctr {
             for d in self.cgroup_dirs() {
                 let _ = fs::remove_dir(&d);
             }
+            // The shared /berth-test parent goes once the last test is done
+            // with it (rmdir fails harmlessly while other tests still use it).
+            for m in cgroup_mounts() {
+                let _ = fs::remove_dir(m.join("berth-test"));
+            }
         }
         if std::env::var("BERTH_TEST_KEEP").as_deref() == Ok("1") && std::thread::panicking() {
             if let Some(t) = self.tmp.take() {

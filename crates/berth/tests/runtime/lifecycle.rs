@@ -493,3 +493,27 @@ fn state_of_unknown_container_fails() {
     c.rt(&["start", "no-such-container"]).fails();
     c.rt(&["kill", "no-such-container", "KILL"]).fails();
 }
+
+#[test]
+fn state_is_creating_while_create_runs() {
+    need_root!();
+    berth_only!("state answers while create is still running");
+    // A createRuntime hook asks the runtime for the state mid-create.
+    let mut c = Ctr::sh("creating", "true", |_| {});
+    let out = c.host_dir().join("seen");
+    let script = format!(
+        "{} --root {} state {} > {}",
+        runtime_bin().display(),
+        c.state_root().display(),
+        c.id,
+        out.display()
+    );
+    c.tweak(|cfg| {
+        cfg["hooks"] =
+            json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]});
+    });
+    c.create().ok();
+    let seen: Value = serde_json::from_str(&fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(seen["status"], "creating", "{seen}");
+    assert_eq!(c.status().as_deref(), Some("created"));
+}

@@ -327,3 +327,41 @@ fn namespace_join_bad_path_fails() {
     }
     c.assert_nothing_left();
 }
+
+#[test]
+fn namespace_join_user_by_path_owns_the_new_namespaces() {
+    need_root!();
+    berth_only!("joining a user namespace while making new ones (runc 1.1 refuses it)");
+    // The second container joins the first's user namespace and makes its own
+    // mount, pid, … namespaces, which must belong to that user namespace (or
+    // its mounts would be refused).
+    let userns = |c: &mut serde_json::Value| {
+        set_namespace(c, json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    };
+    let first = Ctr::sh(
+        "ns-userjoin-a",
+        "echo ready > /tmp/ready; while :; do sleep 0.05; done",
+        userns,
+    );
+    first.create_start();
+    first.wait_rootfs_file("tmp/ready");
+    let path = format!("/proc/{}/ns/user", first.pid());
+    let want = fs::read_link(&path).unwrap().to_string_lossy().into_owned();
+    let o = run_sh(
+        "ns-userjoin-b",
+        "readlink /proc/self/ns/user; cat /proc/self/uid_map; id -u; ls /proc/1/ns >/dev/null && echo mounted",
+        |c| set_namespace(c, json!({"type": "user", "path": path})),
+    )
+    .ok();
+    let lines = o.lines();
+    assert_eq!(lines[0], want, "{o}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"],
+        "{o}"
+    );
+    assert_eq!(lines[2], "0", "{o}");
+    assert_eq!(lines[3], "mounted", "{o}");
+}

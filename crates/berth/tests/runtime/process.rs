@@ -617,3 +617,83 @@ fn process_terminal_via_console_socket() {
     assert!(lines.contains(&"31 97"), "consoleSize not applied: {out:?}");
     c.wait_status("stopped");
 }
+
+#[test]
+fn process_personality_linux32() {
+    need_root!();
+    berth_only!("linux.personality (Debian's runc 1.1 predates it)");
+    let o = run_sh("personality", "uname -m", |c| {
+        c["linux"]["personality"] = json!({"domain": "LINUX32"});
+    })
+    .ok();
+    assert!(
+        ["i686", "i386", "armv8l", "armv7l"].contains(&o.out()),
+        "{o}"
+    );
+}
+
+#[test]
+fn process_scheduler_io_priority_and_cpu_affinity() {
+    need_root!();
+    berth_only!(
+        "scheduler, ioPriority and execCPUAffinity (runtime-spec 1.2; runc 1.1 predates them)"
+    );
+    // /proc/self/stat field 41 is the scheduling policy (3 = SCHED_BATCH).
+    let o = run_sh(
+        "sched",
+        "cut -d' ' -f41 /proc/self/stat; ionice -p $$; grep Cpus_allowed_list /proc/self/status",
+        |c| {
+            c["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+            c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+            c["process"]["execCPUAffinity"] = json!({"final": "0"});
+        },
+    )
+    .ok();
+    let lines = o.lines();
+    assert_eq!(lines[0], "3", "{o}");
+    assert!(lines[1].starts_with("idle"), "{o}");
+    assert_eq!(lines[2].split_whitespace().last(), Some("0"), "{o}");
+}
+
+#[test]
+fn process_session_keyring_is_the_containers_own() {
+    need_root!();
+    berth_only!("a named session keyring per container");
+    let c = Ctr::sh("keyring", "true", |_| {});
+    c.create().ok();
+    let keys = std::fs::read_to_string("/proc/keys").unwrap_or_default();
+    assert!(keys.contains(&format!("_ses.{}", c.id)), "{keys}");
+    c.delete_force().ok();
+    let c2 = Ctr::sh("keyring-none", "true", |_| {});
+    c2.create_with(&["--no-new-keyring"]).ok();
+    let keys = std::fs::read_to_string("/proc/keys").unwrap_or_default();
+    assert!(!keys.contains(&format!("_ses.{}", c2.id)), "{keys}");
+}
+
+#[test]
+fn process_terminal_held_by_run_without_console_socket() {
+    need_root!();
+    berth_only!("run -t relays its own terminal");
+    // `script` gives the runtime a terminal of its own; the container gets a
+    // pty behind it and its input and output pass through.
+    let c = Ctr::sh(
+        "run-tty",
+        "tty; read line; echo \"got $line\"; exit 4",
+        |c| {
+            c["process"]["terminal"] = json!(true);
+        },
+    );
+    let cmdline = format!(
+        "{} --root {} run --bundle {} {}",
+        runtime_bin().display(),
+        c.state_root().display(),
+        c.bundle().display(),
+        c.id
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &cmdline, "/dev/null"]);
+    let o = c.run_cmd(cmd, Some(b"hello\n"));
+    assert_eq!(o.code(), 4, "{o}");
+    assert!(o.stdout.contains("/dev/pts/0"), "{o}");
+    assert!(o.stdout.contains("got hello"), "{o}");
+}
