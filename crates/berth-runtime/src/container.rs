@@ -1055,9 +1055,10 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     if let Some(m) = &prep.uid_map {
         std::fs::write(format!("/proc/{pid}/uid_map"), m).ctx(|| "linux.uidMappings")?;
     }
-    prep.cgroup.add_process(pid)?;
     let pid_start = state::proc_start(pid).map(|(s, _)| s).unwrap_or(0);
     chan.send(Tag::Go, &[])?;
+    prep.cgroup.add_process(pid)?;
+    chan.send(Tag::CgroupDone, &[])?;
 
     loop {
         let (tag, payload, fd) = chan.recv_any()?.ok_or_else(|| init_died(pid))?;
@@ -1491,6 +1492,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
     };
     saved.cgroup.add_process(pid)?;
     chan.send(Tag::Go, &[])?;
+    chan.send(Tag::CgroupDone, &[])?;
     loop {
         let (tag, payload, _fd) = chan.recv_any()?.ok_or_else(|| init_died(pid))?;
         match tag {

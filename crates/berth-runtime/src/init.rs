@@ -146,11 +146,6 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     if plan.new_userns {
         become_root_in_userns();
     }
-    // The cgroup namespace is made now that the runtime has moved us into
-    // the container's cgroup, so that it is the namespace's root.
-    if plan.new_cgroupns {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "new cgroup namespace")?;
-    }
     join_namespaces(plan)?;
     if plan.is_init {
         nix::unistd::setsid().ctx(|| "setsid")?;
@@ -165,9 +160,26 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
         set_domainname(d)?;
     }
 
+    // The runtime moves us into the container's cgroup while we build the
+    // rootfs (a cgroup v1 move waits for an RCU grace period); what needs
+    // the cgroup waits for its word, once.
+    let new_cgroupns = plan.new_cgroupns;
+    let mut in_cgroup = false;
+    let mut wait_cgroup = |chan: &mut Channel| -> Result<()> {
+        if !in_cgroup {
+            chan.expect(Tag::CgroupDone)?;
+            in_cgroup = true;
+            // Made now, so that the container's cgroup is its root.
+            if new_cgroupns {
+                nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "new cgroup namespace")?;
+            }
+        }
+        Ok(())
+    };
     let mut host_pid = 0;
     if let Some(r) = &plan.rootfs {
-        build_rootfs(r, plan.new_cgroupns)?;
+        build_rootfs(r, plan.new_cgroupns, &mut || wait_cgroup(chan))?;
+        wait_cgroup(chan)?;
         chan.send(Tag::Hooks, &[])?;
         let p = chan.expect(Tag::HooksDone)?;
         host_pid = p
@@ -196,6 +208,7 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
             mounts::remount_readonly(Path::new("/"), MsFlags::empty())?;
         }
     } else {
+        wait_cgroup(chan)?;
         for (path, value) in &plan.sysctls {
             std::fs::write(path, value).ctx(|| format!("sysctl {}", path.display()))?;
         }
@@ -359,7 +372,11 @@ fn set_domainname(d: &str) -> Result<()> {
     std::fs::write("/proc/sys/kernel/domainname", d).ctx(|| format!("set domainname {d:?}"))
 }
 
-fn build_rootfs(r: &RootfsPlan, new_cgroupns: bool) -> Result<()> {
+fn build_rootfs(
+    r: &RootfsPlan,
+    new_cgroupns: bool,
+    wait_cgroup: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     mounts::prepare_root(&r.rootfs, r.propagation)?;
     let root = nix::fcntl::open(
         &r.rootfs,
@@ -369,6 +386,9 @@ fn build_rootfs(r: &RootfsPlan, new_cgroupns: bool) -> Result<()> {
     .ctx(|| format!("open rootfs {}", r.rootfs.display()))?;
     let mut has_devpts = false;
     for op in &r.mounts {
+        if op.is_cgroup() {
+            wait_cgroup()?;
+        }
         mounts::mount_one(root.as_fd(), op, &r.cgroup_mounts, new_cgroupns)?;
         if op.fstype == "devpts" && op.destination == Path::new("/dev/pts") {
             has_devpts = true;

@@ -146,6 +146,11 @@ pub struct MountOp {
 }
 
 impl MountOp {
+    /// A cgroup filesystem (not a bind of one).
+    pub fn is_cgroup(&self) -> bool {
+        !self.is_bind() && (self.fstype == "cgroup" || self.fstype == "cgroup2")
+    }
+
     pub fn is_bind(&self) -> bool {
         self.options.flags.contains(MsFlags::MS_BIND) || self.fstype == "bind"
     }
@@ -347,9 +352,7 @@ pub fn mount_one(
     // Flags mount(2) applies at creation; read-only binds need a remount.
     let create_flags = o.flags & !(MsFlags::MS_REMOUNT);
     match op.fstype.as_str() {
-        "cgroup" | "cgroup2" if !op.is_bind() => {
-            return mount_cgroup(root, op, cgroups, new_cgroupns)
-        }
+        _ if op.is_cgroup() => return mount_cgroup(root, op, cgroups, new_cgroupns),
         _ => {}
     }
     if op.is_bind() {

@@ -12,6 +12,8 @@ use std::os::unix::net::UnixStream;
 pub enum Tag {
     /// runtime → init: ids are mapped and the cgroup is joined; go on.
     Go = b'G',
+    /// runtime → init: the process is in its cgroup.
+    CgroupDone = b'C',
     /// init → runtime: mounts are done; run prestart/createRuntime hooks.
     Hooks = b'H',
     /// runtime → init: hooks done.
@@ -30,6 +32,7 @@ impl Tag {
     fn from_u8(b: u8) -> Option<Tag> {
         Some(match b {
             b'G' => Tag::Go,
+            b'C' => Tag::CgroupDone,
             b'H' => Tag::Hooks,
             b'h' => Tag::HooksDone,
             b'R' => Tag::Ready,
