@@ -1,0 +1,8 @@
+//! berth's images: Docker image references, the content-addressable blob
+//! store, OCI and Docker manifests, and layers applied to (and diffed from)
+//! directories in overlayfs form.
+//!
+//! Knows nothing of containers, networks or the database; prints nothing.
+
+pub mod digest;
+pub mod reference;
