@@ -77,7 +77,9 @@ impl Digest {
     /// Build from an algorithm and a hex string, validating it.
     pub fn new(algo: Algorithm, hex: &str) -> Result<Digest, DigestError> {
         let full = format!("{}:{hex}", algo.name());
-        if hex.len() != algo.hex_len() || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex.len() != algo.hex_len()
+            || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(DigestError::Hex(full, algo.hex_len()));
         }
         Ok(Digest {
@@ -91,7 +93,9 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Digest, DigestError> {
-        let (algo, hex) = s.split_once(':').ok_or_else(|| DigestError::Malformed(s.to_string()))?;
+        let (algo, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::Malformed(s.to_string()))?;
         let algo = match algo {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
@@ -209,7 +213,10 @@ mod tests {
         let d: Digest = EMPTY.parse().unwrap();
         assert_eq!(d.to_string(), EMPTY);
         assert_eq!(d, Digest::sha256_of(b""));
-        assert_eq!(d.rel_path(), PathBuf::from(format!("sha256/{}", &EMPTY[7..])));
+        assert_eq!(
+            d.rel_path(),
+            PathBuf::from(format!("sha256/{}", &EMPTY[7..]))
+        );
         assert_eq!(d.short(), "e3b0c44298fc");
     }
 

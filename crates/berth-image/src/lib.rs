@@ -4,5 +4,6 @@
 //!
 //! Knows nothing of containers, networks or the database; prints nothing.
 
+pub mod builtin;
 pub mod digest;
 pub mod reference;

@@ -50,6 +50,8 @@ mod cgroups;
 mod errors;
 #[path = "runtime/exec.rs"]
 mod exec;
+#[path = "runtime/hello.rs"]
+mod hello;
 #[path = "runtime/hooks.rs"]
 mod hooks;
 #[path = "runtime/lifecycle.rs"]
