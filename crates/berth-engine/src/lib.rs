@@ -1,0 +1,11 @@
+//! berth's engine: the state every `berth` command shares, kept in SQLite
+//! (`berth.db`, WAL) beside the content it describes.
+//!
+//! Today it holds the image metadata: images, their tags and layers, and
+//! which blobs and layers they reference (so that garbage collection can
+//! remove what nothing references). Containers, volumes and networks join it
+//! in later issues.
+
+pub mod db;
+
+pub use db::{Db, DbError, ImageRecord, LayerRecord};
