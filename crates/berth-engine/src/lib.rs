@@ -7,5 +7,7 @@
 //! in later issues.
 
 pub mod db;
+pub mod images;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord};
+pub use images::{ImageError, ImageStore, NewImage, NewLayer};

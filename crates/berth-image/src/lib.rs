@@ -6,4 +6,9 @@
 
 pub mod builtin;
 pub mod digest;
+pub mod layer;
+pub mod layers;
+pub mod manifest;
+pub mod overlay;
 pub mod reference;
+pub mod store;

@@ -7,6 +7,8 @@
 pub mod bpf;
 pub mod fd;
 pub mod mount;
+pub mod mountfd;
 pub mod process;
 pub mod pty;
 pub mod sealed;
+pub mod xattr;

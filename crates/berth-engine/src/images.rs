@@ -1,0 +1,310 @@
+//! The image store: blobs, unpacked layers and their database rows, kept
+//! consistent. Content is written first and made visible by the database row
+//! last, so a process killed at any point leaves only unreferenced content
+//! that garbage collection removes.
+
+use crate::db::{Db, DbError, ImageRecord, LayerRecord};
+use berth_image::digest::Digest;
+use berth_image::layer::{self, ApplyOptions, LayerError};
+use berth_image::layers::{chain_id, LayerError as LayerStoreError, LayerMeta, LayerStore};
+use berth_image::manifest::{self, ManifestError};
+use berth_image::reference::{self, Reference, ReferenceError};
+use berth_image::store::{BlobStore, StoreError};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Blob(#[from] StoreError),
+    #[error(transparent)]
+    LayerStore(#[from] LayerStoreError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such image: {0}")]
+    NotFound(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ImageError {
+    /// Whether the caller asked for something wrong (exit 125 / HTTP 400
+    /// class) rather than the system failing.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ImageError::NotFound(_))
+    }
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// One layer of an image being added: its blob, as stored or shipped
+/// (compressed or not), with its digest when known.
+pub struct NewLayer<'a> {
+    pub digest: Option<Digest>,
+    pub reader: Box<dyn Read + 'a>,
+}
+
+/// An image being added.
+pub struct NewImage<'a> {
+    /// The config's exact bytes (the image ID is their sha256).
+    pub config: &'a [u8],
+    /// The manifest's exact bytes, when the image came with one.
+    pub manifest: Option<&'a [u8]>,
+    pub layers: Vec<NewLayer<'a>>,
+    pub tags: Vec<Reference>,
+}
+
+pub struct ImageStore {
+    pub db: Db,
+    pub blobs: BlobStore,
+    pub layers: LayerStore,
+    root: PathBuf,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl ImageStore {
+    /// Open the store under `root` (`--root`), creating it as needed, and
+    /// clear temp files a killed process left.
+    pub fn open(root: &Path) -> Result<ImageStore> {
+        std::fs::create_dir_all(root).map_err(|source| ImageError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let s = ImageStore {
+            db: Db::open(root)?,
+            blobs: BlobStore::new(root)?,
+            layers: LayerStore::new(root)?,
+            root: root.to_path_buf(),
+        };
+        s.blobs.cleanup_temp()?;
+        s.layers.cleanup_temp()?;
+        Ok(s)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Store an image: blobs, then layers (applied once per chain id and
+    /// shared), then the rows that make it visible.
+    pub fn add(&mut self, img: NewImage<'_>) -> Result<ImageRecord> {
+        let config = manifest::parse_config(img.config)?;
+        manifest::check_config(&config)?;
+        let diff_ids = manifest::diff_ids(&config)?;
+        if diff_ids.len() != img.layers.len() {
+            return Err(ImageError::Invalid(format!(
+                "image config lists {} layers but {} were given",
+                diff_ids.len(),
+                img.layers.len()
+            )));
+        }
+        let id = manifest::image_id(img.config);
+        let mut blobs = vec![self.blobs.put_bytes(Some(&id), img.config)?];
+        let manifest_digest = match img.manifest {
+            Some(m) => {
+                let d = self.blobs.put_bytes(None, m)?;
+                blobs.push(d.clone());
+                Some(d)
+            }
+            None => None,
+        };
+        let mut parent: Option<Digest> = None;
+        let mut chain = Vec::with_capacity(diff_ids.len());
+        let mut size = 0u64;
+        for (layer_in, diff_id) in img.layers.into_iter().zip(&diff_ids) {
+            let (blob, _) = self.blobs.put(layer_in.digest.as_ref(), layer_in.reader)?;
+            blobs.push(blob.clone());
+            let cid = chain_id(parent.as_ref(), diff_id);
+            let layer_size = match self.db.layer(&cid)? {
+                Some(l) if self.layers.exists(&cid) => l.size,
+                _ => self.unpack(&blob, &cid, parent.as_ref(), diff_id)?,
+            };
+            size += layer_size;
+            chain.push(cid.clone());
+            parent = Some(cid);
+        }
+        let platform = (config.os().to_string(), config.architecture().to_string());
+        let record = ImageRecord {
+            id: id.clone(),
+            manifest_digest,
+            created: config.created().clone().unwrap_or_default(),
+            added: now(),
+            size,
+            os: platform.0,
+            architecture: platform.1,
+            parent: None,
+            layers: chain,
+            blobs,
+            tags: img.tags.iter().map(Reference::to_string).collect(),
+        };
+        self.db.put_image(&record)?;
+        self.db
+            .image(&id)?
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))
+    }
+
+    /// Apply a stored layer blob into the layer store (once per chain id).
+    fn unpack(
+        &self,
+        blob: &Digest,
+        cid: &Digest,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+    ) -> Result<u64> {
+        let pending = self.layers.prepare(cid)?;
+        let opts = ApplyOptions {
+            expected_diff_id: Some(diff_id.clone()),
+            allow_devices: true,
+            ..Default::default()
+        };
+        let stats = layer::apply(self.blobs.open(blob)?, pending.diff_dir(), &opts)?;
+        pending.commit(LayerMeta::new(parent, diff_id, stats.uncompressed_size))?;
+        self.db.put_layer(&LayerRecord {
+            chain_id: cid.clone(),
+            diff_id: diff_id.clone(),
+            parent: parent.cloned(),
+            size: stats.uncompressed_size,
+        })?;
+        Ok(stats.uncompressed_size)
+    }
+
+    /// Find an image by name (`busybox`, `user/app:v1`, `name@sha256:…`), by
+    /// full ID or by unique ID prefix, as Docker does. A built-in image is
+    /// added on first use.
+    pub fn find(&mut self, name: &str) -> Result<ImageRecord> {
+        let not_found = || ImageError::NotFound(name.to_string());
+        if let Ok(r) = reference::parse(name) {
+            if let Some(id) = self.db.resolve_tag(&r.to_string())? {
+                return self.db.image(&id)?.ok_or_else(not_found);
+            }
+            if let Some(b) = berth_image::builtin::lookup(&r.to_string()) {
+                return self.add(NewImage {
+                    config: &b.config,
+                    manifest: None,
+                    layers: vec![NewLayer {
+                        digest: None,
+                        reader: Box::new(&b.layer[..]),
+                    }],
+                    tags: vec![r],
+                });
+            }
+        }
+        if let Some(hex) = reference::id_hex(name) {
+            let found = self.db.images_by_prefix(hex)?;
+            match found.as_slice() {
+                [one] => return self.db.image(one)?.ok_or_else(not_found),
+                [] => {}
+                _ => {
+                    return Err(ImageError::Invalid(format!(
+                        "image ID prefix {name:?} is ambiguous: it matches {} images",
+                        found.len()
+                    )))
+                }
+            }
+        }
+        Err(not_found())
+    }
+
+    /// Every image, newest first.
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        Ok(self.db.images()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need_root() -> bool {
+        if nix_is_root() {
+            return true;
+        }
+        if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+            eprintln!("skipped: needs root");
+            return false;
+        }
+        panic!("this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip it)");
+    }
+
+    fn nix_is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn builtin_hello_world_is_added_on_first_use_and_shared() {
+        if !need_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ImageStore::open(dir.path()).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        let img = s.find("hello-world").unwrap();
+        assert_eq!(img.tags, vec!["docker.io/library/hello-world:latest"]);
+        assert_eq!(img.layers.len(), 1);
+        let diff = s.layers.diff_dir(&img.layers[0]).join("hello");
+        assert!(diff.is_file(), "{}", diff.display());
+        // Second lookup: the same image, not a second copy.
+        let again = s.find("docker.io/library/hello-world:latest").unwrap();
+        assert_eq!(again.id, img.id);
+        assert_eq!(s.list().unwrap().len(), 1);
+        // By ID prefix, and a clear miss.
+        assert_eq!(s.find(&img.id.hex()[..8]).unwrap().id, img.id);
+        let e = s.find("nosuch").unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        // A reopened store sees the same image.
+        drop(s);
+        let mut s = ImageStore::open(dir.path()).unwrap();
+        assert_eq!(s.find("hello-world").unwrap().id, img.id);
+    }
+
+    #[test]
+    fn a_layer_that_does_not_match_its_diff_id_stores_no_image() {
+        if !need_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ImageStore::open(dir.path()).unwrap();
+        let b = berth_image::builtin::lookup("docker.io/library/hello-world:latest").unwrap();
+        let mut other = b.layer.clone();
+        other[600] ^= 1;
+        let e = s
+            .add(NewImage {
+                config: &b.config,
+                manifest: None,
+                layers: vec![NewLayer {
+                    digest: None,
+                    reader: Box::new(&other[..]),
+                }],
+                tags: vec![reference::parse("x:y").unwrap()],
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("sha256:"), "{e}");
+        assert!(s.list().unwrap().is_empty());
+        assert!(s.layers.list().unwrap().is_empty());
+    }
+}
