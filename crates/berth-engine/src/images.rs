@@ -73,6 +73,31 @@ pub struct ImageStore {
     root: PathBuf,
 }
 
+/// The apparent size of the regular files under `dir` (symlinks not
+/// followed, hardlinks counted once).
+fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && (m.nlink() == 1 || seen.insert(m.ino())) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -175,15 +200,17 @@ impl ImageStore {
             allow_devices: true,
             ..Default::default()
         };
-        let stats = layer::apply(self.blobs.open(blob)?, pending.diff_dir(), &opts)?;
-        pending.commit(LayerMeta::new(parent, diff_id, stats.uncompressed_size))?;
+        layer::apply(self.blobs.open(blob)?, pending.diff_dir(), &opts)?;
+        // Docker's layer size: the bytes of the files it holds.
+        let size = dir_size(pending.diff_dir());
+        pending.commit(LayerMeta::new(parent, diff_id, size))?;
         self.db.put_layer(&LayerRecord {
             chain_id: cid.clone(),
             diff_id: diff_id.clone(),
             parent: parent.cloned(),
-            size: stats.uncompressed_size,
+            size,
         })?;
-        Ok(stats.uncompressed_size)
+        Ok(size)
     }
 
     /// Find an image by name (`busybox`, `user/app:v1`, `name@sha256:…`), by

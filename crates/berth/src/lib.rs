@@ -2,6 +2,8 @@
 //! wiring of the libraries. Both binaries (`berth`, `berth-runtime`) are
 //! thin entry points over this crate.
 
+pub mod human;
+pub mod images_cli;
 pub mod logging;
 pub mod runtime_cli;
 pub mod wait;

@@ -97,3 +97,122 @@ fn runtime_through_berth() {
         text(&o.stderr)
     );
 }
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Root tests fail when they cannot run, unless skipping is asked for.
+fn need_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    panic!("this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip it)");
+}
+
+#[test]
+fn images_and_the_builtin_hello_world() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root = root.to_str().unwrap();
+    let o = berth(&["--root", root, "images"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    );
+    // Asking for hello-world loads it from inside berth, no network.
+    let o = berth(&["--root", root, "image", "inspect", "hello-world"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let img = &v[0];
+    assert_eq!(img["RepoTags"], serde_json::json!(["hello-world:latest"]));
+    assert_eq!(img["Config"]["Cmd"], serde_json::json!(["/hello"]));
+    assert_eq!(img["RootFS"]["Layers"].as_array().map(Vec::len), Some(1));
+    let id = img["Id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    // Listed, by short and full ID; the same through BERTH_ROOT.
+    let o = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("images")
+        .env("BERTH_ROOT", root)
+        .output()
+        .unwrap();
+    let listing = text(&o.stdout);
+    let row: Vec<&str> = listing
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..3],
+        ["hello-world", "latest", &id[7..19]],
+        "{listing}"
+    );
+    assert!(row.last().unwrap().ends_with("kB"), "{listing}");
+    assert_eq!(
+        text(&berth(&["--root", root, "images", "-q"]).stdout).trim(),
+        &id[7..19]
+    );
+    assert_eq!(
+        text(&berth(&["--root", root, "images", "-q", "--no-trunc"]).stdout).trim(),
+        id
+    );
+    // Inspect by ID prefix gives the same image; a missing one is an error
+    // after an empty list, as Docker.
+    let o = berth(&["--root", root, "image", "inspect", &id[7..15]]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["Id"], id.as_str());
+    let o = berth(&["--root", root, "image", "inspect", "nosuch"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stdout).trim(), "[]");
+    assert_eq!(text(&o.stderr).trim(), "Error: No such image: nosuch");
+    let o = berth(&["--root", root, "image", "inspect", "Not/Valid"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // The image's content runs: a bundle whose rootfs is its layer.
+    let layer = img["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    for entry in std::fs::read_dir(layer).unwrap().flatten() {
+        std::fs::copy(entry.path(), bundle.join("rootfs").join(entry.file_name())).unwrap();
+    }
+    assert!(
+        berth(&["runtime", "spec", "--bundle", bundle.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let cfg_path = bundle.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["process"]["args"] = img["Config"]["Cmd"].clone();
+    cfg["process"]["terminal"] = serde_json::json!(false);
+    cfg["mounts"] = serde_json::json!([]);
+    cfg["linux"]["maskedPaths"] = serde_json::json!([]);
+    cfg["linux"]["readonlyPaths"] = serde_json::json!([]);
+    cfg["root"]["readonly"] = serde_json::json!(false);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let state = dir.path().join("rt");
+    let o = berth(&[
+        "runtime",
+        "--root",
+        state.to_str().unwrap(),
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        &format!("hello-cli-{}", std::process::id()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("Hello from berth!"),
+        "{}",
+        text(&o.stdout)
+    );
+}

@@ -1,39 +1,147 @@
 //! `berth`: the Docker-compatible container engine's command line.
 
+use berth::images_cli;
+use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
+use std::path::PathBuf;
 
-const USAGE: &str = "Usage: berth [OPTIONS] COMMAND
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "A Docker-compatible container engine",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Root of berth's persistent state (images, containers, volumes)
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
+    root: PathBuf,
+    /// Log level: debug, info, warn, error
+    #[arg(long = "log-level", global = true, default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
 
-A Docker-compatible container engine
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List images
+    Images(ImagesArgs),
+    /// Manage images
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// Run the OCI runtime (runc-compatible command line; see `berth runtime --help`)
+    Runtime {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Show the berth version information
+    Version,
+}
 
-Commands:
-  runtime     Run the OCI runtime (runc-compatible command line)
-  version     Show the berth version information
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// List images
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Display detailed information on one or more images
+    Inspect {
+        /// Image names or IDs
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
 
-Run 'berth COMMAND --help' for more information on a command.
-";
+#[derive(Args, Debug)]
+struct ImagesArgs {
+    /// Show all images (intermediate ones too)
+    #[arg(short, long)]
+    all: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+const COMMANDS: &[&str] = &["images", "image", "runtime", "version", "help"];
 
 fn main() {
+    // Output piped into `head` ends quietly, as with other command-line tools.
+    let _ = berth_sys::process::default_signal(libc::SIGPIPE);
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cmd = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let code = match cmd {
-        "runtime" => {
-            let mut rest = vec![OsString::from("berth runtime")];
-            rest.extend(args.into_iter().skip(2));
-            berth::runtime_cli::main("berth runtime", rest)
+    // `berth runtime …` hands everything after it to the runtime's own
+    // command line untouched (its flags are runc's, not berth's).
+    if args.get(1).and_then(|a| a.to_str()) == Some("runtime") {
+        let mut rest = vec![OsString::from("berth runtime")];
+        rest.extend(args.into_iter().skip(2));
+        std::process::exit(berth::runtime_cli::main("berth runtime", rest));
+    }
+    if let Some(cmd) = args.get(1).and_then(|a| a.to_str()) {
+        if !cmd.starts_with('-') && !COMMANDS.contains(&cmd) {
+            eprintln!("berth: '{cmd}' is not a berth command.\nSee 'berth --help'");
+            std::process::exit(125);
         }
-        "version" | "--version" | "-v" => {
-            println!("berth version {}", env!("CARGO_PKG_VERSION"));
-            0
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
         }
-        "" | "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            0
-        }
-        other => {
-            eprintln!("berth: '{other}' is not a berth command.\nSee 'berth --help'");
-            125
+    };
+    let level = if cli.log_level == "debug" {
+        "debug"
+    } else {
+        "warn"
+    };
+    let _ = berth::logging::init(None, false, level == "debug");
+    let code = match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
         }
     };
     std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Version => {
+            println!("berth version {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Cmd::Runtime { .. } => unreachable_runtime(),
+        Cmd::Images(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Ls(a),
+        } => {
+            let _ = a.all;
+            let store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::list(&store, a.quiet, a.no_trunc)
+        }
+        Cmd::Image {
+            cmd: ImageCmd::Inspect { images },
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::inspect(&mut store, &images)
+        }
+    }
+}
+
+/// `runtime` is dispatched before parsing; reaching it here means it was
+/// given after global flags (`berth --root x runtime …`), which the
+/// runtime's own `--root` replaces.
+fn unreachable_runtime() -> anyhow::Result<i32> {
+    anyhow::bail!("put `runtime` first: `berth runtime [runtime flags] COMMAND` (the runtime has its own --root)")
 }

@@ -1,0 +1,139 @@
+//! `berth images`, `berth image ls|inspect`: the image store as Docker's
+//! CLI shows it.
+
+use crate::human;
+use anyhow::Context as _;
+use berth_engine::{ImageRecord, ImageStore};
+use berth_image::reference;
+use serde_json::{json, Value};
+use std::io::Write;
+
+/// (repository, tag) pairs of an image for `images`, familiar form;
+/// an untagged image shows as <none>.
+fn repo_tags(img: &ImageRecord) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = img
+        .tags
+        .iter()
+        .filter_map(|t| reference::parse(t).ok())
+        .map(|r| {
+            (
+                r.familiar_repository(),
+                r.tag().unwrap_or("<none>").to_string(),
+            )
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(("<none>".into(), "<none>".into()));
+    }
+    out
+}
+
+/// `berth images`: REPOSITORY TAG IMAGE ID CREATED SIZE.
+pub fn list(store: &ImageStore, quiet: bool, no_trunc: bool) -> anyhow::Result<i32> {
+    let images = store.list()?;
+    let mut out = std::io::stdout().lock();
+    let id = |img: &ImageRecord| {
+        if no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.short().to_string()
+        }
+    };
+    if quiet {
+        for img in &images {
+            writeln!(out, "{}", id(img))?;
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+        .map(String::from)
+        .to_vec()];
+    for img in &images {
+        for (repo, tag) in repo_tags(img) {
+            rows.push(vec![
+                repo,
+                tag,
+                id(img),
+                human::ago(&img.created),
+                human::size(img.size),
+            ]);
+        }
+    }
+    write!(out, "{}", human::table(&rows))?;
+    Ok(0)
+}
+
+/// The Docker-shaped inspect object of an image.
+pub fn inspect_value(store: &ImageStore, img: &ImageRecord) -> anyhow::Result<Value> {
+    let config_bytes = store
+        .blobs
+        .read_all(&img.id, berth_image::manifest::MAX_CONFIG_SIZE as u64)?;
+    let config: Value = serde_json::from_slice(&config_bytes).context("image config")?;
+    let tags: Vec<String> = img
+        .tags
+        .iter()
+        .filter_map(|t| reference::parse(t).ok())
+        .map(|r| r.familiar())
+        .collect();
+    let digests: Vec<String> = match &img.manifest_digest {
+        Some(d) => img
+            .tags
+            .iter()
+            .filter_map(|t| reference::parse(t).ok())
+            .map(|r| format!("{}@{d}", r.familiar_repository()))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(json!({
+        "Id": img.id.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": img.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+        "Comment": config.get("comment").cloned().unwrap_or(json!("")),
+        "Created": img.created,
+        "DockerVersion": "",
+        "Author": config.get("author").cloned().unwrap_or(json!("")),
+        "Config": config.get("config").cloned().unwrap_or(Value::Null),
+        "Architecture": img.architecture,
+        "Os": img.os,
+        "Size": img.size,
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "LowerDir": img.layers.iter().rev()
+                    .map(|c| store.layers.diff_dir(c).display().to_string())
+                    .collect::<Vec<_>>().join(":"),
+            }
+        },
+        "RootFS": {
+            "Type": "layers",
+            "Layers": config.pointer("/rootfs/diff_ids").cloned().unwrap_or(json!([])),
+        },
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }))
+    .map(|mut v| {
+        if let Some(variant) = config.get("variant").filter(|v| !v.is_null()) {
+            v["Variant"] = variant.clone();
+        }
+        v
+    })
+}
+
+/// `berth image inspect NAME…`: a JSON array; a missing name is an error
+/// after the others are shown, as Docker does.
+pub fn inspect(store: &mut ImageStore, names: &[String]) -> anyhow::Result<i32> {
+    let mut found = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match store.find(n) {
+            Ok(img) => found.push(inspect_value(store, &img)?),
+            Err(e) if e.is_not_found() => {
+                eprintln!("Error: No such image: {n}");
+                code = 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&found)?);
+    Ok(code)
+}
