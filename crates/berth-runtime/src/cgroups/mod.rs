@@ -362,6 +362,12 @@ fn copy_cpuset_from_parent(parent: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether an error says a cgroup directory went away under us (ENOENT for
+/// paths, ENODEV for files of a removed cgroup).
+fn vanished(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENODEV))
+}
+
 /// mkdir every level from `mount` down to `dir`, calling `before(level)`
 /// on each existing ancestor before its child is made and `after(parent,
 /// child)` on each level below the mount point.
@@ -377,19 +383,38 @@ fn make_dirs(
             path: dir.to_path_buf(),
             why: "it is not below its hierarchy's mount point",
         })?;
-    let mut cur = mount.to_path_buf();
-    for comp in rel.components() {
-        let parent = cur.clone();
-        cur.push(comp);
-        before(&parent);
-        match std::fs::create_dir(&cur) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(CgroupError::Create { path: cur, source }),
+    // Another process may remove an empty ancestor (a shared parent such as
+    // /berth) between our mkdirs; then the walk starts again from the top.
+    // Once our own directory exists, its ancestors cannot be removed.
+    let mut attempts = 0;
+    'walk: loop {
+        let mut cur = mount.to_path_buf();
+        for comp in rel.components() {
+            let parent = cur.clone();
+            cur.push(comp);
+            before(&parent);
+            match std::fs::create_dir(&cur) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if vanished(&e) && attempts < 10 => {
+                    attempts += 1;
+                    continue 'walk;
+                }
+                Err(source) => return Err(CgroupError::Create { path: cur, source }),
+            }
+            match after(&parent, &cur) {
+                Ok(()) => {}
+                Err(CgroupError::Read { source, .. } | CgroupError::Write { source, .. })
+                    if vanished(&source) && attempts < 10 =>
+                {
+                    attempts += 1;
+                    continue 'walk;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        after(&parent, &cur)?;
+        return Ok(());
     }
-    Ok(())
 }
 
 impl Cgroup {

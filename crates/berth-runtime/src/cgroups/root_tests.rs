@@ -442,3 +442,35 @@ fn v1_devices_allow_only_dev_null_on_this_host() {
     let list = read(t.cg.v1_dir("devices").expect("devices"), "devices.list");
     assert!(list.lines().any(|l| l == "c 1:5 rwm"), "defaults: {list}");
 }
+
+#[test]
+fn creates_survive_a_shared_parent_being_removed() {
+    if !need_root() {
+        return;
+    }
+    // Several creators share one parent that each of them removes when it
+    // looks empty (as a cleanup does); a create must never fail for it.
+    let top = unique();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let top = top.clone();
+            std::thread::spawn(move || {
+                let parent =
+                    Cgroup::resolve(Some(Path::new(&format!("/{top}"))), "p").expect("resolve");
+                for i in 0..25 {
+                    let cg = Cgroup::resolve(Some(Path::new(&format!("/{top}/c{t}-{i}"))), "c")
+                        .expect("resolve");
+                    cg.create()
+                        .unwrap_or_else(|e| panic!("create /{top}/c{t}-{i}: {e}"));
+                    cg.destroy().expect("destroy");
+                    let _ = parent.destroy();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("creator thread");
+    }
+    let parent = Cgroup::resolve(Some(Path::new(&format!("/{top}"))), "p").expect("resolve");
+    let _ = parent.destroy();
+}
