@@ -31,6 +31,8 @@ pub enum ImageError {
     Invalid(String),
     #[error("no such image: {0}")]
     NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -217,12 +219,22 @@ impl ImageStore {
     /// full ID or by unique ID prefix, as Docker does. A built-in image is
     /// added on first use.
     pub fn find(&mut self, name: &str) -> Result<ImageRecord> {
+        self.lookup(name, true)
+    }
+
+    /// Like [`find`](Self::find) but only among stored images (for `rmi`:
+    /// removing the built-in image must not first add it).
+    pub fn find_stored(&mut self, name: &str) -> Result<ImageRecord> {
+        self.lookup(name, false)
+    }
+
+    fn lookup(&mut self, name: &str, builtin: bool) -> Result<ImageRecord> {
         let not_found = || ImageError::NotFound(name.to_string());
         if let Ok(r) = reference::parse(name) {
             if let Some(id) = self.db.resolve_tag(&r.to_string())? {
                 return self.db.image(&id)?.ok_or_else(not_found);
             }
-            if let Some(b) = berth_image::builtin::lookup(&r.to_string()) {
+            if let Some(b) = berth_image::builtin::lookup(&r.to_string()).filter(|_| builtin) {
                 return self.add(NewImage {
                     config: &b.config,
                     manifest: None,
@@ -254,6 +266,108 @@ impl ImageStore {
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         Ok(self.db.images()?)
     }
+
+    /// `tag SOURCE TARGET`: point the reference `target` at the image
+    /// `source` names. Returns the normalised target.
+    pub fn tag(&mut self, source: &str, target: &str) -> Result<Reference> {
+        let img = self.find(source)?;
+        let r = reference::parse(target)?;
+        if r.digest().is_some() {
+            return Err(ImageError::Invalid(format!(
+                "refusing to create a tag with a digest reference: {target}"
+            )));
+        }
+        self.db.tag(&r.to_string(), &img.id)?;
+        Ok(r)
+    }
+
+    /// `rmi NAME`: a tag of an image with other tags is only untagged;
+    /// the last tag (or the ID) removes the image, then whatever content
+    /// nothing references any more. An ID naming an image with several
+    /// tags needs `force`, as with Docker.
+    pub fn remove(&mut self, name: &str, force: bool) -> Result<Vec<Removal>> {
+        let img = self.find_stored(name)?;
+        let by_tag = reference::parse(name)
+            .ok()
+            .map(|r| r.to_string())
+            .filter(|r| img.tags.contains(r));
+        let mut out = Vec::new();
+        if let Some(tag) = &by_tag {
+            if img.tags.len() > 1 {
+                self.db.untag(tag)?;
+                out.push(Removal::Untagged(tag.clone()));
+                return Ok(out);
+            }
+        } else if img.tags.len() > 1 && !force {
+            return Err(ImageError::Conflict(format!(
+                "unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                img.id.short()
+            )));
+        }
+        for t in &img.tags {
+            out.push(Removal::Untagged(t.clone()));
+        }
+        self.db.delete_image(&img.id)?;
+        out.push(Removal::Deleted(img.id.clone()));
+        out.extend(self.gc()?.into_iter().map(Removal::Deleted));
+        Ok(out)
+    }
+
+    /// `image prune`: remove untagged images, or with `all` every image
+    /// (no container uses one yet). Returns what went and the bytes freed.
+    pub fn prune(&mut self, all: bool) -> Result<(Vec<Removal>, u64)> {
+        let mut out = Vec::new();
+        let mut freed = 0u64;
+        for img in self.db.images()? {
+            if !all && !img.tags.is_empty() {
+                continue;
+            }
+            for t in &img.tags {
+                out.push(Removal::Untagged(t.clone()));
+            }
+            self.db.delete_image(&img.id)?;
+            out.push(Removal::Deleted(img.id.clone()));
+        }
+        for layer in self.db.unreferenced_layers()? {
+            if let Some(l) = self.db.layer(&layer)? {
+                freed += l.size;
+            }
+        }
+        out.extend(self.gc()?.into_iter().map(Removal::Deleted));
+        Ok((out, freed))
+    }
+
+    /// Remove layers and blobs no image references; returns the layers'
+    /// chain ids. Directories go first, rows last, so a crash in between
+    /// leaves rows whose content is gone, which the next run removes.
+    pub fn gc(&mut self) -> Result<Vec<Digest>> {
+        let mut removed = Vec::new();
+        loop {
+            // A layer becomes unreferenced once its child layer is gone.
+            let layers = self.db.unreferenced_layers()?;
+            if layers.is_empty() {
+                break;
+            }
+            for l in layers {
+                self.layers.remove(&l)?;
+                self.db.delete_layer(&l)?;
+                removed.push(l);
+            }
+        }
+        for b in self.blobs.list()? {
+            if !self.db.blob_referenced(&b)? {
+                self.blobs.delete(&b)?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// One line of what `rmi`/`image prune` did, as Docker prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    Untagged(String),
+    Deleted(Digest),
 }
 
 #[cfg(test)]
@@ -307,6 +421,48 @@ mod tests {
         drop(s);
         let mut s = ImageStore::open(dir.path()).unwrap();
         assert_eq!(s.find("hello-world").unwrap().id, img.id);
+    }
+
+    #[test]
+    fn tag_remove_and_gc() {
+        if !need_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ImageStore::open(dir.path()).unwrap();
+        let img = s.find("hello-world").unwrap();
+        let t = s.tag("hello-world", "mine/hello:v1").unwrap();
+        assert_eq!(t.to_string(), "docker.io/mine/hello:v1");
+        assert!(s.tag("hello-world", "Bad/Name").is_err());
+        // By ID with two tags: refused without force.
+        let e = s.remove(&img.id.hex()[..12], false).unwrap_err();
+        assert!(e.to_string().contains("must be forced"), "{e}");
+        // By one tag: only untagged.
+        let r = s.remove("mine/hello:v1", false).unwrap();
+        assert_eq!(r, vec![Removal::Untagged("docker.io/mine/hello:v1".into())]);
+        assert!(s.layers.exists(&img.layers[0]));
+        // The last tag: image, layer and blobs go.
+        let r = s.remove("hello-world", false).unwrap();
+        assert!(r.contains(&Removal::Deleted(img.id.clone())), "{r:?}");
+        assert!(
+            r.contains(&Removal::Deleted(img.layers[0].clone())),
+            "{r:?}"
+        );
+        assert!(!s.layers.exists(&img.layers[0]));
+        assert!(s.blobs.list().unwrap().is_empty());
+        assert!(s.list().unwrap().is_empty());
+        assert!(s
+            .remove("hello-world:nope", false)
+            .unwrap_err()
+            .is_not_found());
+        assert!(s.remove("hello-world", false).unwrap_err().is_not_found());
+        // Prune: a tagged image stays unless `all`.
+        s.find("hello-world").unwrap();
+        assert!(s.prune(false).unwrap().0.is_empty());
+        let (gone, freed) = s.prune(true).unwrap();
+        assert!(gone.contains(&Removal::Deleted(img.id.clone())), "{gone:?}");
+        assert!(freed > 7000, "{freed}");
+        assert!(s.list().unwrap().is_empty());
     }
 
     #[test]

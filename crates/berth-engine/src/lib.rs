@@ -10,4 +10,4 @@ pub mod db;
 pub mod images;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord};
-pub use images::{ImageError, ImageStore, NewImage, NewLayer};
+pub use images::{ImageError, ImageStore, NewImage, NewLayer, Removal};

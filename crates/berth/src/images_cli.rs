@@ -137,3 +137,86 @@ pub fn inspect(store: &mut ImageStore, names: &[String]) -> anyhow::Result<i32> 
     println!("{}", serde_json::to_string_pretty(&found)?);
     Ok(code)
 }
+
+fn familiar(reference: &str) -> String {
+    reference::parse(reference)
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| reference.to_string())
+}
+
+/// `berth tag SOURCE TARGET`.
+pub fn tag(store: &mut ImageStore, source: &str, target: &str) -> anyhow::Result<i32> {
+    match store.tag(source, target) {
+        Ok(_) => Ok(0),
+        Err(e) if e.is_not_found() => {
+            eprintln!("Error response from daemon: No such image: {source}");
+            Ok(1)
+        }
+        Err(berth_engine::ImageError::Reference(e)) => {
+            eprintln!("Error parsing reference: {target:?} is not a valid repository/tag: {e}");
+            Ok(1)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `berth rmi [-f] IMAGE…`: Docker's Untagged/Deleted lines; a missing
+/// image is reported and the others still go.
+pub fn remove(store: &mut ImageStore, names: &[String], force: bool) -> anyhow::Result<i32> {
+    let mut code = 0;
+    let mut out = std::io::stdout().lock();
+    for n in names {
+        match store.remove(n, force) {
+            Ok(done) => {
+                for r in done {
+                    match r {
+                        berth_engine::Removal::Untagged(t) => {
+                            writeln!(out, "Untagged: {}", familiar(&t))?
+                        }
+                        berth_engine::Removal::Deleted(d) => writeln!(out, "Deleted: {d}")?,
+                    }
+                }
+            }
+            Err(e) if e.is_not_found() => {
+                eprintln!("Error response from daemon: No such image: {n}");
+                code = 1;
+            }
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `berth image prune [-a] [-f]`.
+pub fn prune(store: &mut ImageStore, all: bool, force: bool) -> anyhow::Result<i32> {
+    if !force {
+        let what = if all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let (done, freed) = store.prune(all)?;
+    let mut out = std::io::stdout().lock();
+    if !done.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for r in done {
+            match r {
+                berth_engine::Removal::Untagged(t) => writeln!(out, "untagged: {}", familiar(&t))?,
+                berth_engine::Removal::Deleted(d) => writeln!(out, "deleted: {d}")?,
+            }
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human::size(freed))?;
+    Ok(0)
+}

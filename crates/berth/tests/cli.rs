@@ -216,3 +216,100 @@ fn images_and_the_builtin_hello_world() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn tag_rmi_and_prune() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root = root.to_str().unwrap();
+    // tag loads the built-in source image; the new tag lists beside it.
+    let o = berth(&["--root", root, "tag", "hello-world", "me/hi:1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let listing = text(&berth(&["--root", root, "images"]).stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("me/hi ") && l.contains(" 1 ")),
+        "{listing}"
+    );
+    let o = berth(&["--root", root, "tag", "hello-world", "Bad/Name"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("Error parsing reference: \"Bad/Name\""),
+        "{}",
+        text(&o.stderr)
+    );
+    // By ID with two tags: refused; by tag: only untagged.
+    let id = text(&berth(&["--root", root, "images", "-q"]).stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let o = berth(&["--root", root, "rmi", &id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("must be forced"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = berth(&["--root", root, "rmi", "me/hi:1"]);
+    assert_eq!(text(&o.stdout), "Untagged: me/hi:1\n");
+    // The last tag deletes the image and its layer; a missing name is
+    // reported while the others still go.
+    let o = berth(&["--root", root, "image", "rm", "hello-world", "nosuch"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("Untagged: hello-world:latest\nDeleted: sha256:"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("Deleted: ")).count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        text(&o.stderr).trim(),
+        "Error response from daemon: No such image: nosuch"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("store/layers"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .unwrap_or(false)
+            })
+            .count(),
+        0
+    );
+    // prune -a asks first (stdin says no), and with -f removes all.
+    berth(&["--root", root, "image", "inspect", "hello-world"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["--root", root, "image", "prune", "-a"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(text(&o.stderr).contains("Are you sure you want to continue? [y/N]"));
+    assert_eq!(
+        text(&berth(&["--root", root, "images", "-q"]).stdout)
+            .lines()
+            .count(),
+        1
+    );
+    let o = berth(&["--root", root, "image", "prune", "-a", "-f"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("Deleted Images:\nuntagged: hello-world:latest\n"),
+        "{out}"
+    );
+    let last = out.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("Total reclaimed space: ") && last.ends_with("kB"),
+        "{out}"
+    );
+    assert_eq!(text(&berth(&["--root", root, "images", "-q"]).stdout), "");
+}

@@ -37,6 +37,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Remove one or more images
+    Rmi(RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
     /// Run the OCI runtime (runc-compatible command line; see `berth runtime --help`)
     Runtime {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -57,6 +61,41 @@ enum ImageCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Remove one or more images
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
+    /// Remove unused images
+    Prune {
+        /// Remove all unused images, not just dangling ones
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RmiArgs {
+    /// Force removal of the image
+    #[arg(short, long)]
+    force: bool,
+    /// Do not delete untagged parents (accepted; berth keeps no parent chains)
+    #[arg(long = "no-prune")]
+    no_prune: bool,
+    /// Images to remove
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct TagArgs {
+    /// SOURCE_IMAGE[:TAG]
+    source: String,
+    /// TARGET_IMAGE[:TAG]
+    target: String,
 }
 
 #[derive(Args, Debug)]
@@ -72,7 +111,9 @@ struct ImagesArgs {
     no_trunc: bool,
 }
 
-const COMMANDS: &[&str] = &["images", "image", "runtime", "version", "help"];
+const COMMANDS: &[&str] = &[
+    "images", "image", "rmi", "tag", "runtime", "version", "help",
+];
 
 fn main() {
     // Output piped into `head` ends quietly, as with other command-line tools.
@@ -135,6 +176,27 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             images_cli::inspect(&mut store, &images)
+        }
+        Cmd::Rmi(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Rm(a),
+        } => {
+            let _ = a.no_prune;
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::remove(&mut store, &a.images, a.force)
+        }
+        Cmd::Tag(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Tag(a),
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::tag(&mut store, &a.source, &a.target)
+        }
+        Cmd::Image {
+            cmd: ImageCmd::Prune { all, force },
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::prune(&mut store, all, force)
         }
     }
 }
