@@ -1196,17 +1196,34 @@ fn saved_spec(dir: &Path) -> Result<Spec> {
     config::parse(&raw).map_err(|msg| Error::Config { path, msg })
 }
 
-/// `start`: release a created container's process.
-pub fn start(root: &Root, id: &str) -> Result<()> {
+/// Load a container that must be in one of `allowed` states for an
+/// operation; `why` says so in the error otherwise.
+fn load_in(
+    root: &Root,
+    id: &str,
+    allowed: &[Status],
+    why: &'static str,
+) -> Result<(PathBuf, Saved, Status)> {
     let (dir, saved) = load(root, id)?;
     let status = status_of(&dir, &saved);
-    if status != Status::Created {
+    if !allowed.contains(&status) {
         return Err(Error::WrongState {
             id: id.into(),
             state: status.to_string(),
-            why: "only a created container can be started",
+            why,
         });
     }
+    Ok((dir, saved, status))
+}
+
+/// `start`: release a created container's process.
+pub fn start(root: &Root, id: &str) -> Result<()> {
+    let (dir, saved, _) = load_in(
+        root,
+        id,
+        &[Status::Created],
+        "only a created container can be started",
+    )?;
     let fifo = dir.join(state::FIFO_FILE);
     let f = nix::fcntl::open(
         &fifo,
@@ -1351,29 +1368,23 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
 
 /// `pause`: freeze every process of the container.
 pub fn pause(root: &Root, id: &str) -> Result<()> {
-    let (dir, saved) = load(root, id)?;
-    let status = status_of(&dir, &saved);
-    if status != Status::Running && status != Status::Created {
-        return Err(Error::WrongState {
-            id: id.into(),
-            state: status.to_string(),
-            why: "only a running container can be paused",
-        });
-    }
+    let (_, saved, _) = load_in(
+        root,
+        id,
+        &[Status::Running, Status::Created],
+        "only a running container can be paused",
+    )?;
     Ok(saved.cgroup.freeze()?)
 }
 
 /// `resume`: thaw a paused container.
 pub fn resume(root: &Root, id: &str) -> Result<()> {
-    let (dir, saved) = load(root, id)?;
-    let status = status_of(&dir, &saved);
-    if status != Status::Paused {
-        return Err(Error::WrongState {
-            id: id.into(),
-            state: status.to_string(),
-            why: "only a paused container can be resumed",
-        });
-    }
+    let (_, saved, _) = load_in(
+        root,
+        id,
+        &[Status::Paused],
+        "only a paused container can be resumed",
+    )?;
     Ok(saved.cgroup.thaw()?)
 }
 
@@ -1398,15 +1409,12 @@ pub struct Execed {
 /// `exec`: start another process inside a running container. The caller
 /// waits for it (it is our child) unless it detaches.
 pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
-    let (dir, saved) = load(root, id)?;
-    let status = status_of(&dir, &saved);
-    if status != Status::Running && status != Status::Created {
-        return Err(Error::WrongState {
-            id: id.into(),
-            state: status.to_string(),
-            why: "cannot exec in a container that is not running",
-        });
-    }
+    let (dir, saved, _) = load_in(
+        root,
+        id,
+        &[Status::Running, Status::Created],
+        "cannot exec in a container that is not running",
+    )?;
     let spec = saved_spec(&dir)?;
     let process = match &opts.process {
         Some(p) => p.clone(),

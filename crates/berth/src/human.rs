@@ -68,6 +68,12 @@ pub fn ago(rfc3339: &str) -> String {
 /// Rows padded like Go's tabwriter as Docker's CLI uses it (min width 10,
 /// padding 3).
 pub fn table(rows: &[Vec<String>]) -> String {
+    table_min(rows, 10)
+}
+
+/// Rows padded like Go's tabwriter with padding 3 and columns at least
+/// `min_width` wide (runc's listings use 12).
+pub fn table_min(rows: &[Vec<String>], min_width: usize) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; cols];
     for r in rows {
@@ -81,7 +87,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
         for (i, c) in r.iter().enumerate() {
             line.push_str(c);
             if i + 1 < r.len() {
-                let w = (widths[i] + 3).max(10);
+                let w = (widths[i] + 3).max(min_width);
                 line.push_str(&" ".repeat(w - c.chars().count()));
             }
         }

@@ -482,31 +482,6 @@ fn exec(root: &Root, a: &ExecArgs) -> anyhow::Result<i32> {
     crate::wait::foreground(execed.pid, &set, master)
 }
 
-/// Columns padded like Go's tabwriter (min width 12, padding 3), as runc.
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut widths = vec![0usize; cols];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            line.push_str(c);
-            if i + 1 < r.len() {
-                let w = (widths[i] + 3).max(12);
-                line.push_str(&" ".repeat(w - c.chars().count()));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn list(root: &Root, format: &str, quiet: bool) -> anyhow::Result<i32> {
     let all = berth_runtime::list(root)?;
     let mut out = std::io::stdout().lock();
@@ -533,7 +508,7 @@ fn list(root: &Root, format: &str, quiet: bool) -> anyhow::Result<i32> {
             s.owner.clone(),
         ]);
     }
-    write!(out, "{}", table(&rows))?;
+    write!(out, "{}", crate::human::table_min(&rows, 12))?;
     Ok(0)
 }
 
@@ -577,9 +552,4 @@ fn ps(root: &Root, id: &str, format: &str, ps_args: &[String]) -> anyhow::Result
         }
     }
     Ok(0)
-}
-
-/// Whether `path` is the root of a runtime state dir (for tests).
-pub fn is_state_root(path: &Path) -> bool {
-    path.is_dir()
 }
