@@ -262,6 +262,50 @@ impl ImageStore {
         Err(not_found())
     }
 
+    /// `import`: an image of one layer from a root filesystem tarball
+    /// (plain, gzip or zstd), with `changes` applied to its config.
+    pub fn import(
+        &mut self,
+        tarball: impl Read,
+        tag: Option<Reference>,
+        changes: &[String],
+        message: Option<&str>,
+    ) -> Result<ImageRecord> {
+        let mut cfg = serde_json::Map::new();
+        crate::changes::apply(&mut cfg, changes).map_err(|e| ImageError::Invalid(e.to_string()))?;
+        // The layer is kept uncompressed: its blob digest is its diff ID.
+        let (_, plain) = layer::decompressed(tarball).map_err(|source| ImageError::Io {
+            path: PathBuf::from("-"),
+            source,
+        })?;
+        let (diff_id, _) = self.blobs.put(None, plain)?;
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let platform = manifest::host_platform();
+        let config = serde_json::json!({
+            "architecture": platform.architecture().to_string(),
+            "os": "linux",
+            "created": created,
+            "config": cfg,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+            "history": [{
+                "created": created,
+                "comment": message.unwrap_or("Imported from tarball"),
+            }],
+        });
+        let config =
+            manifest::canonical_json(&config).map_err(|e| ImageError::Invalid(e.to_string()))?;
+        let blob = self.blobs.open(&diff_id)?;
+        self.add(NewImage {
+            config: &config,
+            manifest: None,
+            layers: vec![NewLayer {
+                digest: Some(diff_id),
+                reader: Box::new(blob),
+            }],
+            tags: tag.into_iter().collect(),
+        })
+    }
+
     /// Every image, newest first.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         Ok(self.db.images()?)
@@ -463,6 +507,52 @@ mod tests {
         assert!(gone.contains(&Removal::Deleted(img.id.clone())), "{gone:?}");
         assert!(freed > 7000, "{freed}");
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn import_a_rootfs_tarball() {
+        if !need_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ImageStore::open(dir.path()).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "etc/motd", &b"hi\n"[..]).unwrap();
+        let data = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &data).unwrap();
+        let gz = gz.finish().unwrap();
+        let img = s
+            .import(
+                &gz[..],
+                Some(reference::parse("imported:v1").unwrap()),
+                &["CMD [\"/bin/sh\"]".to_string(), "ENV A=1".to_string()],
+                Some("from a test"),
+            )
+            .unwrap();
+        assert_eq!(img.tags, vec!["docker.io/library/imported:v1"]);
+        let motd = s.layers.diff_dir(&img.layers[0]).join("etc/motd");
+        assert_eq!(std::fs::read(motd).unwrap(), b"hi\n");
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&s.blobs.read_all(&img.id, 1 << 20).unwrap()).unwrap();
+        assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
+        assert_eq!(cfg["history"][0]["comment"], "from a test");
+        // The layer blob is the uncompressed tar: its digest is the diff ID.
+        assert_eq!(
+            cfg["rootfs"]["diff_ids"][0],
+            Digest::sha256_of(&data).to_string()
+        );
+        let e = s
+            .import(&data[..], None, &["FROM x".to_string()], None)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("FROM is not a valid change command"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -220,3 +220,62 @@ pub fn prune(store: &mut ImageStore, all: bool, force: bool) -> anyhow::Result<i
     writeln!(out, "Total reclaimed space: {}", human::size(freed))?;
     Ok(0)
 }
+
+/// `berth import [-c CHANGE]… [-m MSG] FILE|DIR|- [REPOSITORY[:TAG]]`:
+/// prints the new image's ID.
+pub fn import(
+    store: &mut ImageStore,
+    source: &str,
+    tag: Option<&str>,
+    changes: &[String],
+    message: Option<&str>,
+) -> anyhow::Result<i32> {
+    let tag = match tag.map(reference::parse).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "Error parsing reference: {:?} is not a valid repository/tag: {e}",
+                tag.unwrap_or_default()
+            );
+            return Ok(1);
+        }
+    };
+    let path = std::path::Path::new(source);
+    let img = if source == "-" {
+        store.import(std::io::stdin().lock(), tag, changes, message)?
+    } else if path.is_dir() {
+        // A directory becomes a layer tar first (in the store, so on the
+        // same disk), then imports like a tarball.
+        let tmp = tempfile_in(store.root())?;
+        let opts = berth_image::layer::DiffOptions {
+            compression: berth_image::layer::Compression::None,
+            ..Default::default()
+        };
+        berth_image::layer::diff(path, std::fs::File::create(&tmp.0)?, &opts)
+            .with_context(|| format!("import {source}"))?;
+        let f = std::fs::File::open(&tmp.0)?;
+        store.import(f, tag, changes, message)?
+    } else {
+        let f = std::fs::File::open(path).with_context(|| format!("open {source}"))?;
+        store.import(f, tag, changes, message)?
+    };
+    println!("{}", img.id);
+    Ok(0)
+}
+
+/// A temp file path under the store that is removed when dropped.
+struct TempPath(std::path::PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn tempfile_in(root: &std::path::Path) -> anyhow::Result<TempPath> {
+    let dir = root.join("tmp");
+    std::fs::create_dir_all(&dir)?;
+    Ok(TempPath(
+        dir.join(format!("import-{}.tar", std::process::id())),
+    ))
+}

@@ -313,3 +313,87 @@ fn tag_rmi_and_prune() {
     );
     assert_eq!(text(&berth(&["--root", root, "images", "-q"]).stdout), "");
 }
+
+#[test]
+fn import_a_directory_a_tarball_and_stdin() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root = root.to_str().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), "imported\n").unwrap();
+    // A directory, with changes; the ID is printed.
+    let o = berth(&[
+        "--root",
+        root,
+        "import",
+        "-c",
+        "CMD [\"/bin/true\"]",
+        "--change",
+        "ENV A=1",
+        "-m",
+        "from a dir",
+        rootfs.to_str().unwrap(),
+        "fromdir:v1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&berth(&["--root", root, "image", "inspect", "fromdir:v1"]).stdout)
+            .unwrap();
+    assert_eq!(v[0]["Id"], id.as_str());
+    assert_eq!(v[0]["Config"]["Cmd"], serde_json::json!(["/bin/true"]));
+    assert_eq!(v[0]["Config"]["Env"], serde_json::json!(["A=1"]));
+    let layer = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{layer}/etc/motd")).unwrap(),
+        "imported\n"
+    );
+    // A gzip tarball on stdin, untagged: listed as <none>.
+    let tgz = dir.path().join("rootfs.tgz");
+    assert!(Command::new("tar")
+        .args([
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-czf",
+            tgz.to_str().unwrap(),
+            "."
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let o = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["--root", root, "import", "-"])
+        .stdin(std::fs::File::open(&tgz).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let listing = text(&berth(&["--root", root, "images"]).stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("<none> ") && l.contains(" <none> ")),
+        "{listing}"
+    );
+    // Bad input: an unknown change or a missing file, one line each.
+    let o = berth(&[
+        "--root",
+        root,
+        "import",
+        "-c",
+        "FROM x",
+        tgz.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr).trim(),
+        "Error: FROM is not a valid change command"
+    );
+    let o = berth(&["--root", root, "import", "/nonexistent.tar"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr).lines().count(), 1, "{}", text(&o.stderr));
+}

@@ -217,6 +217,18 @@ impl Default for ApplyOptions {
     }
 }
 
+/// The uncompressed stream of a layer tar given compressed (gzip, zstd) or
+/// not, detected by its first bytes; also returns what it found.
+pub fn decompressed<'a, R: std::io::Read + 'a>(
+    mut reader: R,
+) -> std::io::Result<(Compression, Box<dyn std::io::Read + 'a>)> {
+    let mut head = vec![0u8; 4];
+    let n = compress::read_full(&mut reader, &mut head)?;
+    head.truncate(n);
+    let format = compress::sniff(&head);
+    Ok((format, compress::decoder(format, head, reader)?))
+}
+
 /// What [`apply`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyStats {

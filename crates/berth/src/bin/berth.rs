@@ -37,6 +37,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Import the contents from a tarball (or a directory) to create a filesystem image
+    Import(ImportArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -61,6 +63,8 @@ enum ImageCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Import the contents from a tarball (or a directory) to create a filesystem image
+    Import(ImportArgs),
     /// Remove one or more images
     #[command(alias = "remove")]
     Rm(RmiArgs),
@@ -88,6 +92,23 @@ struct RmiArgs {
     /// Images to remove
     #[arg(required = true)]
     images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// Apply a Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, …)
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Set a commit message for the imported image
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Set the platform (accepted; the image is for this host's platform)
+    #[arg(long)]
+    platform: Option<String>,
+    /// A tarball (plain, gzip or zstd), a directory, or - for stdin
+    file: String,
+    /// REPOSITORY[:TAG]
+    reference: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +197,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             images_cli::inspect(&mut store, &images)
+        }
+        Cmd::Import(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Import(a),
+        } => {
+            let _ = a.platform;
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::import(
+                &mut store,
+                &a.file,
+                a.reference.as_deref(),
+                &a.change,
+                a.message.as_deref(),
+            )
         }
         Cmd::Rmi(a)
         | Cmd::Image {
