@@ -240,6 +240,8 @@ pub fn import(
             return Ok(1);
         }
     };
+    let default_message = format!("Imported from {source}");
+    let message = Some(message.unwrap_or(&default_message));
     let path = std::path::Path::new(source);
     let img = if source == "-" {
         store.import(std::io::stdin().lock(), tag, changes, message)?
@@ -278,4 +280,77 @@ fn tempfile_in(root: &std::path::Path) -> anyhow::Result<TempPath> {
     Ok(TempPath(
         dir.join(format!("import-{}.tar", std::process::id())),
     ))
+}
+
+/// `berth history IMAGE`: the config's history, newest first, with each
+/// non-empty step's layer size.
+pub fn history(
+    store: &mut ImageStore,
+    name: &str,
+    quiet: bool,
+    no_trunc: bool,
+) -> anyhow::Result<i32> {
+    let img = match store.find(name) {
+        Ok(i) => i,
+        Err(e) if e.is_not_found() => {
+            eprintln!("Error response from daemon: No such image: {name}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let config: Value = serde_json::from_slice(
+        &store
+            .blobs
+            .read_all(&img.id, berth_image::manifest::MAX_CONFIG_SIZE as u64)?,
+    )?;
+    let mut sizes = Vec::new();
+    for chain in &img.layers {
+        sizes.push(store.db.layer(chain)?.map(|l| l.size).unwrap_or(0));
+    }
+    let mut layer_sizes = sizes.into_iter();
+    let mut rows = Vec::new();
+    for h in config["history"].as_array().cloned().unwrap_or_default() {
+        let empty = h["empty_layer"].as_bool().unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            layer_sizes.next().unwrap_or(0)
+        };
+        let by = h["created_by"].as_str().unwrap_or("").to_string();
+        let by = if !no_trunc && by.chars().count() > 45 {
+            format!("{}…", by.chars().take(44).collect::<String>())
+        } else {
+            by
+        };
+        rows.push(vec![
+            "<missing>".to_string(),
+            human::ago(h["created"].as_str().unwrap_or("")),
+            by,
+            human::size(size),
+            h["comment"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    rows.reverse();
+    if let Some(top) = rows.first_mut() {
+        top[0] = if no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.short().to_string()
+        };
+    }
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for r in &rows {
+            writeln!(out, "{}", r[0])?;
+        }
+        return Ok(0);
+    }
+    rows.insert(
+        0,
+        ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+            .map(String::from)
+            .to_vec(),
+    );
+    write!(out, "{}", human::table(&rows))?;
+    Ok(0)
 }

@@ -37,6 +37,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Show the history of an image
+    History(HistoryArgs),
     /// Import the contents from a tarball (or a directory) to create a filesystem image
     Import(ImportArgs),
     /// Remove one or more images
@@ -63,6 +65,8 @@ enum ImageCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Show the history of an image
+    History(HistoryArgs),
     /// Import the contents from a tarball (or a directory) to create a filesystem image
     Import(ImportArgs),
     /// Remove one or more images
@@ -92,6 +96,21 @@ struct RmiArgs {
     /// Images to remove
     #[arg(required = true)]
     images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct HistoryArgs {
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Print sizes and dates in human readable format (always on)
+    #[arg(short = 'H', long, default_value_t = true)]
+    human: bool,
+    /// Image name or ID
+    image: String,
 }
 
 #[derive(Args, Debug)]
@@ -197,6 +216,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             images_cli::inspect(&mut store, &images)
+        }
+        Cmd::History(a)
+        | Cmd::Image {
+            cmd: ImageCmd::History(a),
+        } => {
+            let _ = a.human;
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::history(&mut store, &a.image, a.quiet, a.no_trunc)
         }
         Cmd::Import(a)
         | Cmd::Image {
