@@ -6,6 +6,7 @@
 //! remove what nothing references). Containers, volumes and networks join it
 //! in later issues.
 
+pub mod archive;
 pub mod changes;
 pub mod db;
 pub mod images;

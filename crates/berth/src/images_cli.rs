@@ -354,3 +354,33 @@ pub fn history(
     write!(out, "{}", human::table(&rows))?;
     Ok(0)
 }
+
+/// `berth load [-i FILE] [-q]`: images from an archive (docker-archive or
+/// OCI layout, compressed or not) on stdin or in a file.
+pub fn load(store: &mut ImageStore, input: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
+    let _ = quiet; // no progress is shown yet, so there is nothing to quiet
+    let loaded = match input {
+        None | Some("-") => {
+            let stdin = std::io::stdin();
+            if std::io::IsTerminal::is_terminal(&stdin) {
+                eprintln!("Error: requested load from stdin, but stdin is empty");
+                return Ok(1);
+            }
+            berth_engine::archive::load(store, stdin.lock())?
+        }
+        Some(path) => {
+            let f = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
+            berth_engine::archive::load(store, std::io::BufReader::with_capacity(1 << 20, f))?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for l in loaded {
+        if l.tags.is_empty() {
+            writeln!(out, "Loaded image ID: {}", l.image.id)?;
+        }
+        for t in &l.tags {
+            writeln!(out, "Loaded image: {}", t.familiar())?;
+        }
+    }
+    Ok(0)
+}

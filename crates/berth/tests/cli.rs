@@ -397,3 +397,173 @@ fn import_a_directory_a_tarball_and_stdin() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(text(&o.stderr).lines().count(), 1, "{}", text(&o.stderr));
 }
+
+#[test]
+fn load_a_docker_archive_from_another_store() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    // Store A has hello-world; an archive made from its blobs (config and
+    // the uncompressed layer) in Docker ≥ 25's layout loads into store B.
+    let v: serde_json::Value =
+        serde_json::from_slice(&berth(&["--root", a, "image", "inspect", "hello-world"]).stdout)
+            .unwrap();
+    let id = v[0]["Id"].as_str().unwrap().to_string();
+    let diff = v[0]["RootFS"]["Layers"][0].as_str().unwrap().to_string();
+    let arch = dir.path().join("arch");
+    std::fs::create_dir_all(arch.join("blobs/sha256")).unwrap();
+    for d in [&id, &diff] {
+        let hex = &d[7..];
+        std::fs::copy(
+            format!("{a}/blobs/sha256/{hex}"),
+            arch.join("blobs/sha256").join(hex),
+        )
+        .unwrap();
+    }
+    let manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", &id[7..]),
+        "RepoTags": ["hello-world:latest", "copy/hello:1"],
+        "Layers": [format!("blobs/sha256/{}", &diff[7..])]
+    }]);
+    std::fs::write(arch.join("manifest.json"), manifest.to_string()).unwrap();
+    let tarball = dir.path().join("hello.tar");
+    assert!(Command::new("tar")
+        .args([
+            "-C",
+            arch.to_str().unwrap(),
+            "-cf",
+            tarball.to_str().unwrap(),
+            "manifest.json",
+            "blobs"
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let o = berth(&["--root", b, "load", "-i", tarball.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "Loaded image: hello-world:latest\nLoaded image: copy/hello:1\n"
+    );
+    // Same image ID in the other store; and from stdin, untagged → its ID.
+    assert_eq!(
+        text(&berth(&["--root", b, "images", "-q", "--no-trunc"]).stdout).trim(),
+        id
+    );
+    let plain = serde_json::json!([{"Config": format!("blobs/sha256/{}", &id[7..]), "Layers": [format!("blobs/sha256/{}", &diff[7..])]}]);
+    std::fs::write(arch.join("manifest.json"), plain.to_string()).unwrap();
+    let c = dir.path().join("c");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -cf - manifest.json blobs | {} --root {} load",
+            arch.display(),
+            env!("CARGO_BIN_EXE_berth"),
+            c.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), format!("Loaded image ID: {id}\n"));
+    // A broken archive: one line, nothing stored.
+    std::fs::write(dir.path().join("junk.tar"), b"not a tar at all").unwrap();
+    let o = berth(&[
+        "--root",
+        b,
+        "load",
+        "-i",
+        dir.path().join("junk.tar").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr).lines().count(), 1, "{}", text(&o.stderr));
+}
+
+#[test]
+fn load_archives_saved_by_podman_keeping_the_image_id() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A rootfs tarball, imported into a private podman store, saved both ways.
+    let rootfs = d.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), "from podman\n").unwrap();
+    let tgz = d.join("rootfs.tgz");
+    assert!(Command::new("tar")
+        .args([
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-czf",
+            tgz.to_str().unwrap(),
+            "."
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let conf = d.join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n").unwrap();
+    let podman = |args: &[&str]| {
+        let o = Command::new("podman")
+            .args([
+                "--root",
+                d.join("proot").to_str().unwrap(),
+                "--runroot",
+                d.join("prun").to_str().unwrap(),
+            ])
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("CONTAINERS_CONF", &conf)
+            .output()
+            .expect("podman is installed by scripts/setup.sh");
+        assert!(o.status.success(), "podman {args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let id = podman(&[
+        "import",
+        "-q",
+        tgz.to_str().unwrap(),
+        "localhost/frompodman:1",
+    ])
+    .trim()
+    .to_string();
+    let root = d.join("store");
+    let root = root.to_str().unwrap();
+    for format in ["docker-archive", "oci-archive"] {
+        let out = d.join(format!("{format}.tar"));
+        podman(&[
+            "save",
+            "-q",
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+            "localhost/frompodman:1",
+        ]);
+        let o = berth(&["--root", root, "load", "-i", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{format}: {}", text(&o.stderr));
+        assert_eq!(
+            text(&o.stdout),
+            "Loaded image: localhost/frompodman:1\n",
+            "{format}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(
+            &berth(&["--root", root, "image", "inspect", "localhost/frompodman:1"]).stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            v[0]["Id"].as_str().map(|s| s.trim_start_matches("sha256:")),
+            Some(id.trim_start_matches("sha256:")),
+            "{format}"
+        );
+        let layer = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(format!("{layer}/etc/motd")).unwrap(),
+            "from podman\n"
+        );
+    }
+}

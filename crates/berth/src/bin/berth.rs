@@ -41,6 +41,8 @@ enum Cmd {
     History(HistoryArgs),
     /// Import the contents from a tarball (or a directory) to create a filesystem image
     Import(ImportArgs),
+    /// Load images from a tar archive or STDIN
+    Load(LoadArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -69,6 +71,8 @@ enum ImageCmd {
     History(HistoryArgs),
     /// Import the contents from a tarball (or a directory) to create a filesystem image
     Import(ImportArgs),
+    /// Load images from a tar archive or STDIN
+    Load(LoadArgs),
     /// Remove one or more images
     #[command(alias = "remove")]
     Rm(RmiArgs),
@@ -111,6 +115,16 @@ struct HistoryArgs {
     human: bool,
     /// Image name or ID
     image: String,
+}
+
+#[derive(Args, Debug)]
+struct LoadArgs {
+    /// Read from a tar archive file, instead of STDIN
+    #[arg(short, long)]
+    input: Option<String>,
+    /// Suppress the load output
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +238,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let _ = a.human;
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             images_cli::history(&mut store, &a.image, a.quiet, a.no_trunc)
+        }
+        Cmd::Load(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Load(a),
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::load(&mut store, a.input.as_deref(), a.quiet)
         }
         Cmd::Import(a)
         | Cmd::Image {
