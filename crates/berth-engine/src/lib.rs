@@ -10,6 +10,7 @@ pub mod archive;
 pub mod changes;
 pub mod db;
 pub mod images;
+pub mod save;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord};
 pub use images::{ImageError, ImageStore, NewImage, NewLayer, Removal};

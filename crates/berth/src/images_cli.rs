@@ -384,3 +384,61 @@ pub fn load(store: &mut ImageStore, input: Option<&str>, quiet: bool) -> anyhow:
     }
     Ok(0)
 }
+
+/// `berth save [-o FILE] IMAGE…`: one archive (docker-archive and OCI
+/// layout at once). With -o the file appears only once complete.
+pub fn save(store: &mut ImageStore, names: &[String], output: Option<&str>) -> anyhow::Result<i32> {
+    let result = match output {
+        None | Some("-") => {
+            let stdout = std::io::stdout();
+            if std::io::IsTerminal::is_terminal(&stdout) {
+                eprintln!(
+                    "Error: cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                );
+                return Ok(1);
+            }
+            berth_engine::save::save(
+                store,
+                names,
+                std::io::BufWriter::new(stdout.lock()),
+                |_, _| {},
+            )
+        }
+        Some(path) => {
+            let target = std::path::Path::new(path);
+            let tmp = target.with_file_name(format!(
+                ".{}.berth-tmp",
+                target
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+            let f = std::fs::File::create(&tmp).with_context(|| format!("create {path}"))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let r = berth_engine::save::save(store, names, &mut w, |_, _| {}).and_then(|()| {
+                w.flush().map_err(|source| berth_engine::ImageError::Io {
+                    path: tmp.clone(),
+                    source,
+                })
+            });
+            match r {
+                Ok(()) => {
+                    std::fs::rename(&tmp, target).with_context(|| format!("write {path}"))?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => Ok(0),
+        Err(e) if e.is_not_found() => {
+            eprintln!("Error response from daemon: {e}");
+            Ok(1)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

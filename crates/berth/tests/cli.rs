@@ -567,3 +567,107 @@ fn load_archives_saved_by_podman_keeping_the_image_id() {
         );
     }
 }
+
+#[test]
+fn save_round_trips_and_podman_runs_the_saved_image_with_berth_runtime() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, b) = (d.join("a"), d.join("b"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    assert!(berth(&["--root", a, "tag", "hello-world", "saved/hello:1"])
+        .status
+        .success());
+    let id = text(&berth(&["--root", a, "images", "-q", "--no-trunc"]).stdout)
+        .trim()
+        .to_string();
+    // -o: complete file only; the same bytes every time.
+    let out = d.join("hello.tar");
+    let o = berth(&[
+        "--root",
+        a,
+        "save",
+        "-o",
+        out.to_str().unwrap(),
+        "saved/hello:1",
+        "hello-world",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let first = std::fs::read(&out).unwrap();
+    assert!(berth(&[
+        "--root",
+        a,
+        "save",
+        "-o",
+        out.to_str().unwrap(),
+        "saved/hello:1",
+        "hello-world"
+    ])
+    .status
+    .success());
+    assert_eq!(first, std::fs::read(&out).unwrap());
+    assert!(!std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("berth-tmp")));
+    // Loads back with the same ID and both tags.
+    let o = berth(&["--root", b, "load", "-i", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&berth(&["--root", b, "images", "-q", "--no-trunc"]).stdout).trim(),
+        id
+    );
+    // A missing image: an error and no file.
+    let missing = d.join("missing.tar");
+    let o = berth(&[
+        "--root",
+        a,
+        "save",
+        "-o",
+        missing.to_str().unwrap(),
+        "nosuch",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!missing.exists());
+    // podman loads berth's archive and runs the image, with berth-runtime.
+    let conf = d.join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    let podman = |args: &[&str]| {
+        Command::new("podman")
+            .env("CONTAINERS_CONF", &conf)
+            .arg("--runtime")
+            .arg(env!("CARGO_BIN_EXE_berth-runtime"))
+            .args([
+                "--root",
+                d.join("proot").to_str().unwrap(),
+                "--runroot",
+                d.join("prun").to_str().unwrap(),
+            ])
+            .args([
+                "--tmpdir",
+                d.join("ptmp").to_str().unwrap(),
+                "--storage-driver",
+                "vfs",
+            ])
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .args(args)
+            .output()
+            .expect("podman is installed by scripts/setup.sh")
+    };
+    let o = podman(&["load", "-q", "-i", out.to_str().unwrap()]);
+    assert!(o.status.success(), "podman load: {}", text(&o.stderr));
+    let o = podman(&["run", "--rm", "--network", "none", &id[7..19]]);
+    assert!(o.status.success(), "podman run: {}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("Hello from berth!"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(
+        text(&o.stdout).contains("its process ID is 1 "),
+        "{}",
+        text(&o.stdout)
+    );
+}

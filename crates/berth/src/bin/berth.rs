@@ -45,6 +45,8 @@ enum Cmd {
     Load(LoadArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagArgs),
     /// Run the OCI runtime (runc-compatible command line; see `berth runtime --help`)
@@ -76,6 +78,8 @@ enum ImageCmd {
     /// Remove one or more images
     #[command(alias = "remove")]
     Rm(RmiArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagArgs),
     /// Remove unused images
@@ -115,6 +119,16 @@ struct HistoryArgs {
     human: bool,
     /// Image name or ID
     image: String,
+}
+
+#[derive(Args, Debug)]
+struct SaveArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    output: Option<String>,
+    /// Images to save
+    #[arg(required = true)]
+    images: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +252,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let _ = a.human;
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             images_cli::history(&mut store, &a.image, a.quiet, a.no_trunc)
+        }
+        Cmd::Save(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Save(a),
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            images_cli::save(&mut store, &a.images, a.output.as_deref())
         }
         Cmd::Load(a)
         | Cmd::Image {
