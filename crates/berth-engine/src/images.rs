@@ -6,7 +6,7 @@
 use crate::db::{Db, DbError, ImageRecord, LayerRecord};
 use berth_image::digest::Digest;
 use berth_image::layer::{self, ApplyOptions, LayerError};
-use berth_image::layers::{chain_id, LayerError as LayerStoreError, LayerMeta, LayerStore};
+use berth_image::layers::{LayerError as LayerStoreError, LayerMeta, LayerStore};
 use berth_image::manifest::{self, ManifestError};
 use berth_image::reference::{self, Reference, ReferenceError};
 use berth_image::store::{BlobStore, StoreError};
@@ -73,6 +73,30 @@ pub struct ImageStore {
     pub blobs: BlobStore,
     pub layers: LayerStore,
     root: PathBuf,
+}
+
+/// Apply a stored layer blob into the layer store; returns its size. Safe
+/// to run for several layers at once.
+fn unpack_dir(
+    blobs: &BlobStore,
+    layers: &LayerStore,
+    blob: &Digest,
+    cid: &Digest,
+    parent: Option<&Digest>,
+    diff_id: &Digest,
+) -> Result<u64> {
+    let pending = layers.prepare(cid)?;
+    let opts = ApplyOptions {
+        expected_diff_id: Some(diff_id.clone()),
+        allow_devices: true,
+        ..Default::default()
+    };
+    let input = std::io::BufReader::with_capacity(1 << 20, blobs.open(blob)?);
+    layer::apply(input, pending.diff_dir(), &opts)?;
+    // Docker's layer size: the bytes of the files it holds.
+    let size = dir_size(pending.diff_dir());
+    pending.commit(LayerMeta::new(parent, diff_id, size))?;
+    Ok(size)
 }
 
 /// The apparent size of the regular files under `dir` (symlinks not
@@ -153,21 +177,78 @@ impl ImageStore {
             }
             None => None,
         };
-        let mut parent: Option<Digest> = None;
-        let mut chain = Vec::with_capacity(diff_ids.len());
-        let mut size = 0u64;
-        for (layer_in, diff_id) in img.layers.into_iter().zip(&diff_ids) {
+        // Blobs first (the readers may be one stream, read in order) …
+        let mut layer_blobs = Vec::with_capacity(diff_ids.len());
+        for layer_in in img.layers {
             let (blob, _) = self.blobs.put(layer_in.digest.as_ref(), layer_in.reader)?;
             blobs.push(blob.clone());
-            let cid = chain_id(parent.as_ref(), diff_id);
-            let layer_size = match self.db.layer(&cid)? {
-                Some(l) if self.layers.exists(&cid) => l.size,
-                _ => self.unpack(&blob, &cid, parent.as_ref(), diff_id)?,
-            };
-            size += layer_size;
-            chain.push(cid.clone());
-            parent = Some(cid);
+            layer_blobs.push(blob);
         }
+        // … then the layers not yet unpacked, in parallel: each is a
+        // directory of its own, independent of the others.
+        let chain = berth_image::layers::chain_ids(&diff_ids);
+        let mut sizes = vec![0u64; chain.len()];
+        let mut todo = Vec::new();
+        for (i, cid) in chain.iter().enumerate() {
+            match self.db.layer(cid)? {
+                Some(l) if self.layers.exists(cid) => sizes[i] = l.size,
+                _ if todo.iter().any(|&j: &usize| chain[j] == *cid) => {}
+                _ => todo.push(i),
+            }
+        }
+        let (blob_store, layer_store) = (&self.blobs, &self.layers);
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<(usize, std::result::Result<u64, String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers.min(todo.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&i) = todo.get(k) else { break };
+                            let parent = i.checked_sub(1).map(|p| &chain[p]);
+                            let r = unpack_dir(
+                                blob_store,
+                                layer_store,
+                                &layer_blobs[i],
+                                &chain[i],
+                                parent,
+                                &diff_ids[i],
+                            )
+                            .map_err(|e| e.to_string());
+                            let failed = r.is_err();
+                            done.push((i, r));
+                            if failed {
+                                break;
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![(usize::MAX, Err("layer unpacking panicked".into()))]
+                    })
+                })
+                .collect()
+        });
+        for (i, r) in results {
+            let size = r.map_err(ImageError::Invalid)?;
+            sizes[i] = size;
+            self.db.put_layer(&LayerRecord {
+                chain_id: chain[i].clone(),
+                diff_id: diff_ids[i].clone(),
+                parent: i.checked_sub(1).map(|p| chain[p].clone()),
+                size,
+            })?;
+        }
+        let size = sizes.iter().sum();
         let platform = (config.os().to_string(), config.architecture().to_string());
         let record = ImageRecord {
             id: id.clone(),
@@ -186,33 +267,6 @@ impl ImageStore {
         self.db
             .image(&id)?
             .ok_or_else(|| ImageError::NotFound(id.to_string()))
-    }
-
-    /// Apply a stored layer blob into the layer store (once per chain id).
-    fn unpack(
-        &self,
-        blob: &Digest,
-        cid: &Digest,
-        parent: Option<&Digest>,
-        diff_id: &Digest,
-    ) -> Result<u64> {
-        let pending = self.layers.prepare(cid)?;
-        let opts = ApplyOptions {
-            expected_diff_id: Some(diff_id.clone()),
-            allow_devices: true,
-            ..Default::default()
-        };
-        layer::apply(self.blobs.open(blob)?, pending.diff_dir(), &opts)?;
-        // Docker's layer size: the bytes of the files it holds.
-        let size = dir_size(pending.diff_dir());
-        pending.commit(LayerMeta::new(parent, diff_id, size))?;
-        self.db.put_layer(&LayerRecord {
-            chain_id: cid.clone(),
-            diff_id: diff_id.clone(),
-            parent: parent.cloned(),
-            size,
-        })?;
-        Ok(size)
     }
 
     /// Find an image by name (`busybox`, `user/app:v1`, `name@sha256:…`), by
