@@ -278,27 +278,7 @@ fn load_oci(store: &mut ImageStore, m: &Members) -> Result<Vec<Loaded>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn need_root() -> bool {
-        if nix_root() {
-            return true;
-        }
-        if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-            return false;
-        }
-        panic!("this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip it)");
-    }
-
-    fn nix_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
-            })
-            .unwrap_or(false)
-    }
+    use crate::testutil::need_root;
 
     fn file(t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
         let mut h = tar::Header::new_gnu();

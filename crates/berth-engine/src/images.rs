@@ -471,28 +471,7 @@ pub enum Removal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn need_root() -> bool {
-        if nix_is_root() {
-            return true;
-        }
-        if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipped: needs root");
-            return false;
-        }
-        panic!("this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip it)");
-    }
-
-    fn nix_is_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
-            })
-            .unwrap_or(false)
-    }
+    use crate::testutil::need_root;
 
     #[test]
     fn builtin_hello_world_is_added_on_first_use_and_shared() {

@@ -11,6 +11,8 @@ pub mod changes;
 pub mod db;
 pub mod images;
 pub mod save;
+#[cfg(test)]
+mod testutil;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord};
 pub use images::{ImageError, ImageStore, NewImage, NewLayer, Removal};

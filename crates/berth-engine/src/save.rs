@@ -215,29 +215,11 @@ pub fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn root() -> bool {
-        let ok = nix_root();
-        if !ok && std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() != Ok("1") {
-            panic!("this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip it)");
-        }
-        ok
-    }
-
-    fn nix_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
-            })
-            .unwrap_or(false)
-    }
+    use crate::testutil::need_root;
 
     #[test]
     fn save_then_load_keeps_ids_and_tags() {
-        if !root() {
+        if !need_root() {
             return;
         }
         let a = tempfile::tempdir().unwrap();
