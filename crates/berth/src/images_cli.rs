@@ -358,7 +358,6 @@ pub fn history(
 /// `berth load [-i FILE] [-q]`: images from an archive (docker-archive or
 /// OCI layout, compressed or not) on stdin or in a file.
 pub fn load(store: &mut ImageStore, input: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
-    let _ = quiet; // no progress is shown yet, so there is nothing to quiet
     let loaded = match input {
         None | Some("-") => {
             let stdin = std::io::stdin();
@@ -366,11 +365,26 @@ pub fn load(store: &mut ImageStore, input: Option<&str>, quiet: bool) -> anyhow:
                 eprintln!("Error: requested load from stdin, but stdin is empty");
                 return Ok(1);
             }
-            berth_engine::archive::load(store, stdin.lock())?
+            let progress = crate::progress::Bytes::new("Loading", None, quiet);
+            let reader = crate::progress::Counting {
+                inner: stdin.lock(),
+                progress: &progress,
+            };
+            let r = berth_engine::archive::load(store, reader);
+            progress.finish();
+            r?
         }
         Some(path) => {
             let f = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
-            berth_engine::archive::load(store, std::io::BufReader::with_capacity(1 << 20, f))?
+            let total = f.metadata().ok().map(|m| m.len());
+            let progress = crate::progress::Bytes::new("Loading", total, quiet);
+            let reader = crate::progress::Counting {
+                inner: std::io::BufReader::with_capacity(1 << 20, f),
+                progress: &progress,
+            };
+            let r = berth_engine::archive::load(store, reader);
+            progress.finish();
+            r?
         }
     };
     let mut out = std::io::stdout().lock();
@@ -388,6 +402,7 @@ pub fn load(store: &mut ImageStore, input: Option<&str>, quiet: bool) -> anyhow:
 /// `berth save [-o FILE] IMAGE…`: one archive (docker-archive and OCI
 /// layout at once). With -o the file appears only once complete.
 pub fn save(store: &mut ImageStore, names: &[String], output: Option<&str>) -> anyhow::Result<i32> {
+    let progress = crate::progress::Bytes::new("Saving", None, false);
     let result = match output {
         None | Some("-") => {
             let stdout = std::io::stdout();
@@ -415,12 +430,13 @@ pub fn save(store: &mut ImageStore, names: &[String], output: Option<&str>) -> a
             ));
             let f = std::fs::File::create(&tmp).with_context(|| format!("create {path}"))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let r = berth_engine::save::save(store, names, &mut w, |_, _| {}).and_then(|()| {
-                w.flush().map_err(|source| berth_engine::ImageError::Io {
-                    path: tmp.clone(),
-                    source,
-                })
-            });
+            let r = berth_engine::save::save(store, names, &mut w, |_, n| progress.add(n))
+                .and_then(|()| {
+                    w.flush().map_err(|source| berth_engine::ImageError::Io {
+                        path: tmp.clone(),
+                        source,
+                    })
+                });
             match r {
                 Ok(()) => {
                     std::fs::rename(&tmp, target).with_context(|| format!("write {path}"))?;
@@ -433,6 +449,7 @@ pub fn save(store: &mut ImageStore, names: &[String], output: Option<&str>) -> a
             }
         }
     };
+    progress.finish();
     match result {
         Ok(()) => Ok(0),
         Err(e) if e.is_not_found() => {

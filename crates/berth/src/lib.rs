@@ -5,5 +5,6 @@
 pub mod human;
 pub mod images_cli;
 pub mod logging;
+pub mod progress;
 pub mod runtime_cli;
 pub mod wait;

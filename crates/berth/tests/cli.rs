@@ -398,6 +398,10 @@ fn import_a_directory_a_tarball_and_stdin() {
     assert_eq!(text(&o.stderr).lines().count(), 1, "{}", text(&o.stderr));
 }
 
+fn d_store(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).display().to_string()
+}
+
 #[test]
 fn load_a_docker_archive_from_another_store() {
     if !need_root() {
@@ -448,6 +452,40 @@ fn load_a_docker_archive_from_another_store() {
     assert_eq!(
         text(&o.stdout),
         "Loaded image: hello-world:latest\nLoaded image: copy/hello:1\n"
+    );
+    // Not a terminal: no progress at all.
+    assert_eq!(text(&o.stderr), "");
+    // On a terminal, progress is drawn (and -q turns it off).
+    let cmd = |extra: &str| {
+        format!(
+            "{} --root {} load {extra} -i {}",
+            env!("CARGO_BIN_EXE_berth"),
+            d_store(&dir, "tty"),
+            tarball.display()
+        )
+    };
+    let tty = Command::new("script")
+        .args(["-qec", &cmd(""), "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&tty.stdout).contains("Loading"),
+        "{}",
+        text(&tty.stdout)
+    );
+    assert!(
+        text(&tty.stdout).contains("Loaded image: hello-world:latest"),
+        "{}",
+        text(&tty.stdout)
+    );
+    let quiet = Command::new("script")
+        .args(["-qec", &cmd("-q"), "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&quiet.stdout).contains("Loading"),
+        "{}",
+        text(&quiet.stdout)
     );
     // Same image ID in the other store; and from stdin, untagged → its ID.
     assert_eq!(
