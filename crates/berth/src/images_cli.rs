@@ -28,35 +28,155 @@ fn repo_tags(img: &ImageRecord) -> Vec<(String, String)> {
     out
 }
 
-/// `berth images`: REPOSITORY TAG IMAGE ID CREATED SIZE.
-pub fn list(store: &ImageStore, quiet: bool, no_trunc: bool) -> anyhow::Result<i32> {
-    let images = store.list()?;
+/// Go's path.Match for the `reference` filter: `*` and `?` within one
+/// path segment, everything else literal.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn m(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && n[0] != b'/' && m(p, &n[1..])),
+            (Some(b'?'), Some(c)) if *c != b'/' => m(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), name.as_bytes())
+}
+
+/// `--filter` of `images`: values of one key are ORed, keys ANDed.
+pub struct ImageFilter {
+    by_key: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl ImageFilter {
+    pub fn parse(filters: &[String]) -> anyhow::Result<ImageFilter> {
+        let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for f in filters {
+            let (k, v) = f.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("bad format of filter (expected name=value): {f}")
+            })?;
+            if !matches!(k, "dangling" | "reference" | "label" | "before" | "since") {
+                anyhow::bail!("invalid filter '{k}'");
+            }
+            if k == "dangling" && !matches!(v, "true" | "false" | "1" | "0") {
+                anyhow::bail!("invalid filter 'dangling={v}'");
+            }
+            by_key.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(ImageFilter { by_key })
+    }
+
+    fn created_of(store: &mut ImageStore, name: &str) -> anyhow::Result<String> {
+        match store.find_stored(name) {
+            Ok(i) => Ok(i.created),
+            Err(e) if e.is_not_found() => anyhow::bail!("No such image: {name}"),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Keep the images that pass.
+    pub fn apply(
+        &self,
+        store: &mut ImageStore,
+        images: Vec<ImageRecord>,
+    ) -> anyhow::Result<Vec<ImageRecord>> {
+        let mut before = Vec::new();
+        for n in self.by_key.get("before").into_iter().flatten() {
+            before.push(Self::created_of(store, n)?);
+        }
+        let mut since = Vec::new();
+        for n in self.by_key.get("since").into_iter().flatten() {
+            since.push(Self::created_of(store, n)?);
+        }
+        let mut out = Vec::new();
+        for img in images {
+            if let Some(vals) = self.by_key.get("dangling") {
+                let dangling = img.tags.is_empty();
+                if !vals.iter().any(|v| (v == "true" || v == "1") == dangling) {
+                    continue;
+                }
+            }
+            if let Some(pats) = self.by_key.get("reference") {
+                let names: Vec<String> = img
+                    .tags
+                    .iter()
+                    .filter_map(|t| reference::parse(t).ok())
+                    .flat_map(|r| [r.familiar(), r.familiar_repository()])
+                    .collect();
+                if !pats.iter().any(|p| names.iter().any(|n| glob(p, n))) {
+                    continue;
+                }
+            }
+            if let Some(labels) = self.by_key.get("label") {
+                let cfg: Value = serde_json::from_slice(
+                    &store
+                        .blobs
+                        .read_all(&img.id, berth_image::manifest::MAX_CONFIG_SIZE as u64)?,
+                )?;
+                let have = &cfg["config"]["Labels"];
+                let ok = labels.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => have[k].as_str() == Some(v),
+                    None => !have[l.as_str()].is_null(),
+                });
+                if !ok {
+                    continue;
+                }
+            }
+            // RFC 3339 times of one format compare as strings.
+            if !before.iter().all(|b| img.created < *b) || !since.iter().all(|s| img.created > *s) {
+                continue;
+            }
+            out.push(img);
+        }
+        Ok(out)
+    }
+}
+
+/// Options of `berth images`.
+pub struct ListOptions {
+    pub quiet: bool,
+    pub no_trunc: bool,
+    pub digests: bool,
+    pub filters: Vec<String>,
+}
+
+/// `berth images`: REPOSITORY TAG [DIGEST] IMAGE ID CREATED SIZE.
+pub fn list(store: &mut ImageStore, o: &ListOptions) -> anyhow::Result<i32> {
+    let filter = ImageFilter::parse(&o.filters)?;
+    let images = filter.apply(store, store.list()?)?;
     let mut out = std::io::stdout().lock();
     let id = |img: &ImageRecord| {
-        if no_trunc {
+        if o.no_trunc {
             img.id.to_string()
         } else {
             img.id.short().to_string()
         }
     };
-    if quiet {
+    if o.quiet {
         for img in &images {
             writeln!(out, "{}", id(img))?;
         }
         return Ok(0);
     }
-    let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
-        .map(String::from)
-        .to_vec()];
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if o.digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for img in &images {
         for (repo, tag) in repo_tags(img) {
-            rows.push(vec![
-                repo,
-                tag,
-                id(img),
-                human::ago(&img.created),
-                human::size(img.size),
-            ]);
+            let mut row = vec![repo, tag];
+            if o.digests {
+                row.push(
+                    img.manifest_digest
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "<none>".into()),
+                );
+            }
+            row.extend([id(img), human::ago(&img.created), human::size(img.size)]);
+            rows.push(row);
         }
     }
     write!(out, "{}", human::table(&rows))?;

@@ -709,3 +709,90 @@ fn save_round_trips_and_podman_runs_the_saved_image_with_berth_runtime() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn images_filters_and_digests() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root = root.to_str().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(rootfs.join("f"), "x").unwrap();
+    let rootfs = rootfs.to_str().unwrap();
+    berth(&["--root", root, "image", "inspect", "hello-world"]);
+    let web = text(
+        &berth(&[
+            "--root",
+            root,
+            "import",
+            "-c",
+            "LABEL tier=web",
+            rootfs,
+            "web:1",
+        ])
+        .stdout,
+    );
+    let dangling = text(&berth(&["--root", root, "import", rootfs]).stdout);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--root", root, "images", "-q", "--no-trunc"];
+        all.extend_from_slice(args);
+        let mut v: Vec<String> = text(&berth(&all).stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let hello = ids(&["-f", "reference=hello-world"]);
+    assert_eq!(hello.len(), 1);
+    assert_eq!(
+        ids(&["-f", "dangling=true"]),
+        vec![dangling.trim().to_string()]
+    );
+    assert_eq!(ids(&["-f", "reference=we*"]), vec![web.trim().to_string()]);
+    assert_eq!(ids(&["-f", "reference=*/*"]), Vec::<String>::new());
+    assert_eq!(ids(&["-f", "label=tier=web"]), vec![web.trim().to_string()]);
+    assert_eq!(ids(&["-f", "label=tier"]), vec![web.trim().to_string()]);
+    assert_eq!(ids(&["-f", "before=web:1"]), hello);
+    // Two values of one key are ORed; two keys ANDed.
+    assert_eq!(
+        ids(&["-f", "reference=web", "-f", "reference=hello-world"]).len(),
+        2
+    );
+    assert_eq!(
+        ids(&["-f", "reference=web", "-f", "dangling=true"]),
+        Vec::<String>::new()
+    );
+    let o = berth(&["--root", root, "images", "-f", "bogus=1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr).trim(), "Error: invalid filter 'bogus'");
+    let o = berth(&["--root", root, "images", "-f", "before=nosuch"]);
+    assert_eq!(text(&o.stderr).trim(), "Error: No such image: nosuch");
+    // --digests adds the column; images without a manifest show <none>.
+    let listing =
+        text(&berth(&["--root", root, "images", "--digests", "-f", "reference=web"]).stdout);
+    assert_eq!(
+        listing
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "REPOSITORY",
+            "TAG",
+            "DIGEST",
+            "IMAGE",
+            "ID",
+            "CREATED",
+            "SIZE"
+        ]
+    );
+    assert_eq!(
+        listing.lines().nth(1).unwrap().split_whitespace().nth(2),
+        Some("<none>")
+    );
+}

@@ -171,6 +171,12 @@ struct ImagesArgs {
     /// Show all images (intermediate ones too)
     #[arg(short, long)]
     all: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Filter output based on conditions provided (dangling, reference, label, before, since)
+    #[arg(short, long)]
+    filter: Vec<String>,
     /// Only show image IDs
     #[arg(short, long)]
     quiet: bool,
@@ -236,8 +242,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             cmd: ImageCmd::Ls(a),
         } => {
             let _ = a.all;
-            let store = berth_engine::ImageStore::open(&cli.root)?;
-            images_cli::list(&store, a.quiet, a.no_trunc)
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            let opts = images_cli::ListOptions {
+                quiet: a.quiet,
+                no_trunc: a.no_trunc,
+                digests: a.digests,
+                filters: a.filter,
+            };
+            images_cli::list(&mut store, &opts)
         }
         Cmd::Image {
             cmd: ImageCmd::Inspect { images },
