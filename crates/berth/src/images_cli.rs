@@ -138,6 +138,63 @@ pub struct ListOptions {
     pub no_trunc: bool,
     pub digests: bool,
     pub filters: Vec<String>,
+    pub format: Option<String>,
+}
+
+/// One row of `images` as `--format` sees it (Docker's field names).
+fn image_row(img: &ImageRecord, repo: &str, tag: &str, no_trunc: bool) -> Value {
+    let id = if no_trunc {
+        img.id.to_string()
+    } else {
+        img.id.short().to_string()
+    };
+    let size = human::size(img.size);
+    json!({
+        "Containers": "N/A",
+        "CreatedAt": img.created,
+        "CreatedSince": human::ago(&img.created),
+        "Digest": img.manifest_digest.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "<none>".into()),
+        "ID": id,
+        "Repository": repo,
+        "SharedSize": "N/A",
+        "Size": size,
+        "Tag": tag,
+        "UniqueSize": "N/A",
+        "VirtualSize": size,
+    })
+}
+
+/// `images --format`: Go template, `table …` or `json`.
+fn list_formatted(images: &[ImageRecord], o: &ListOptions, format: &str) -> anyhow::Result<String> {
+    let fmt = crate::gotmpl::format(format).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rows = Vec::new();
+    for img in images {
+        for (repo, tag) in repo_tags(img) {
+            rows.push(image_row(img, &repo, &tag, o.no_trunc));
+        }
+    }
+    let headers: std::collections::HashMap<String, String> = [
+        ("ID", "IMAGE ID"),
+        ("Repository", "REPOSITORY"),
+        ("Tag", "TAG"),
+        ("Digest", "DIGEST"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("Size", "SIZE"),
+        ("VirtualSize", "SIZE"),
+        ("SharedSize", "SHARED SIZE"),
+        ("UniqueSize", "UNIQUE SIZE"),
+        ("Containers", "CONTAINERS"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let default = crate::gotmpl::parse(
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}",
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    fmt.render(&rows, &headers, &default)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `berth images`: REPOSITORY TAG [DIGEST] IMAGE ID CREATED SIZE.
@@ -156,6 +213,10 @@ pub fn list(store: &mut ImageStore, o: &ListOptions) -> anyhow::Result<i32> {
         for img in &images {
             writeln!(out, "{}", id(img))?;
         }
+        return Ok(0);
+    }
+    if let Some(f) = o.format.as_deref().filter(|f| !f.is_empty()) {
+        write!(out, "{}", list_formatted(&images, o, f)?)?;
         return Ok(0);
     }
     let mut header = vec!["REPOSITORY", "TAG"];
@@ -241,7 +302,15 @@ pub fn inspect_value(store: &ImageStore, img: &ImageRecord) -> anyhow::Result<Va
 
 /// `berth image inspect NAME…`: a JSON array; a missing name is an error
 /// after the others are shown, as Docker does.
-pub fn inspect(store: &mut ImageStore, names: &[String]) -> anyhow::Result<i32> {
+pub fn inspect(
+    store: &mut ImageStore,
+    names: &[String],
+    format: Option<&str>,
+) -> anyhow::Result<i32> {
+    let template = format
+        .filter(|f| !f.is_empty() && *f != "json")
+        .map(|f| crate::gotmpl::parse(f).map_err(|e| anyhow::anyhow!("{e}")))
+        .transpose()?;
     let mut found = Vec::new();
     let mut code = 0;
     for n in names {
@@ -254,7 +323,13 @@ pub fn inspect(store: &mut ImageStore, names: &[String]) -> anyhow::Result<i32> 
             Err(e) => return Err(e.into()),
         }
     }
-    println!("{}", serde_json::to_string_pretty(&found)?);
+    match template {
+        Some(t) => print!(
+            "{}",
+            t.render_lines(&found).map_err(|e| anyhow::anyhow!("{e}"))?
+        ),
+        None => println!("{}", serde_json::to_string_pretty(&found)?),
+    }
     Ok(code)
 }
 

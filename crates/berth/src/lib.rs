@@ -2,6 +2,7 @@
 //! wiring of the libraries. Both binaries (`berth`, `berth-runtime`) are
 //! thin entry points over this crate.
 
+pub mod gotmpl;
 pub mod human;
 pub mod images_cli;
 pub mod logging;

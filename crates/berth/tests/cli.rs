@@ -796,3 +796,73 @@ fn images_filters_and_digests() {
         Some("<none>")
     );
 }
+
+#[test]
+fn images_and_inspect_format_go_templates() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root = root.to_str().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&berth(&["--root", root, "image", "inspect", "hello-world"]).stdout)
+            .unwrap();
+    let id = v[0]["Id"].as_str().unwrap().to_string();
+    let o = berth(&[
+        "--root",
+        root,
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size | upper}}",
+    ]);
+    let size = text(&o.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("")
+        .to_string();
+    assert!(size.ends_with("KB"), "upper applied: {}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).starts_with(&format!("hello-world:latest {} ", &id[7..19])),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = berth(&[
+        "--root",
+        root,
+        "images",
+        "--format",
+        "table {{.Repository}}\\t{{.ID}}",
+    ]);
+    let lines: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["REPOSITORY", "IMAGE", "ID"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["hello-world", &id[7..19]]
+    );
+    let o = berth(&["--root", root, "images", "--format", "json"]);
+    let row: serde_json::Value =
+        serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(row["Repository"], "hello-world");
+    assert_eq!(row["ID"], &id[7..19]);
+    let o = berth(&[
+        "--root",
+        root,
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}} {{json .Config.Cmd}}",
+        "hello-world",
+    ]);
+    assert_eq!(text(&o.stdout), format!("{id} [\"/hello\"]\n"));
+    let o = berth(&["--root", root, "images", "--format", "{{.Nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("Error: template: "),
+        "{}",
+        text(&o.stderr)
+    );
+}

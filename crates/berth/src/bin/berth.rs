@@ -65,6 +65,9 @@ enum ImageCmd {
     Ls(ImagesArgs),
     /// Display detailed information on one or more images
     Inspect {
+        /// Format output using a Go template (or 'json')
+        #[arg(short, long)]
+        format: Option<String>,
         /// Image names or IDs
         #[arg(required = true)]
         images: Vec<String>,
@@ -177,6 +180,9 @@ struct ImagesArgs {
     /// Filter output based on conditions provided (dangling, reference, label, before, since)
     #[arg(short, long)]
     filter: Vec<String>,
+    /// Format output using a Go template, 'table', 'table TEMPLATE' or 'json'
+    #[arg(long)]
+    format: Option<String>,
     /// Only show image IDs
     #[arg(short, long)]
     quiet: bool,
@@ -248,14 +254,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 no_trunc: a.no_trunc,
                 digests: a.digests,
                 filters: a.filter,
+                format: a.format,
             };
             images_cli::list(&mut store, &opts)
         }
         Cmd::Image {
-            cmd: ImageCmd::Inspect { images },
+            cmd: ImageCmd::Inspect { images, format },
         } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
-            images_cli::inspect(&mut store, &images)
+            images_cli::inspect(&mut store, &images, format.as_deref())
         }
         Cmd::History(a)
         | Cmd::Image {
