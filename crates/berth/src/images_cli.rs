@@ -484,6 +484,7 @@ pub fn history(
     name: &str,
     quiet: bool,
     no_trunc: bool,
+    format: Option<&str>,
 ) -> anyhow::Result<i32> {
     let img = match store.find(name) {
         Ok(i) => i,
@@ -538,6 +539,32 @@ pub fn history(
         for r in &rows {
             writeln!(out, "{}", r[0])?;
         }
+        return Ok(0);
+    }
+    if let Some(f) = format.filter(|f| !f.is_empty()) {
+        let values: Vec<Value> = rows
+            .iter()
+            .map(|r| json!({"ID": r[0], "CreatedSince": r[1], "CreatedBy": r[2], "Size": r[3], "Comment": r[4]}))
+            .collect();
+        let headers: std::collections::HashMap<String, String> = [
+            ("ID", "IMAGE"),
+            ("CreatedSince", "CREATED"),
+            ("CreatedBy", "CREATED BY"),
+            ("Size", "SIZE"),
+            ("Comment", "COMMENT"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let fmt = crate::gotmpl::format(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let default = crate::gotmpl::parse(
+            "table {{.ID}}\\t{{.CreatedSince}}\\t{{.CreatedBy}}\\t{{.Size}}\\t{{.Comment}}",
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let text = fmt
+            .render(&values, &headers, &default)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        write!(out, "{text}")?;
         return Ok(0);
     }
     rows.insert(

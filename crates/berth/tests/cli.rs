@@ -858,6 +858,19 @@ fn images_and_inspect_format_go_templates() {
         "hello-world",
     ]);
     assert_eq!(text(&o.stdout), format!("{id} [\"/hello\"]\n"));
+    let o = berth(&[
+        "--root",
+        root,
+        "history",
+        "--format",
+        "{{.ID}}|{{.Size}}",
+        "hello-world",
+    ]);
+    let line = text(&o.stdout);
+    assert!(
+        line.starts_with(&format!("{}|", &id[7..19])) && line.trim_end().ends_with("kB"),
+        "{line}"
+    );
     let o = berth(&["--root", root, "images", "--format", "{{.Nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -120,6 +120,9 @@ struct HistoryArgs {
     /// Print sizes and dates in human readable format (always on)
     #[arg(short = 'H', long, default_value_t = true)]
     human: bool,
+    /// Format output using a Go template, 'table', 'table TEMPLATE' or 'json'
+    #[arg(long)]
+    format: Option<String>,
     /// Image name or ID
     image: String,
 }
@@ -270,7 +273,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let _ = a.human;
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
-            images_cli::history(&mut store, &a.image, a.quiet, a.no_trunc)
+            images_cli::history(
+                &mut store,
+                &a.image,
+                a.quiet,
+                a.no_trunc,
+                a.format.as_deref(),
+            )
         }
         Cmd::Save(a)
         | Cmd::Image {
