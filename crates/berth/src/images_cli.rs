@@ -166,7 +166,7 @@ fn image_row(img: &ImageRecord, repo: &str, tag: &str, no_trunc: bool) -> Value 
 
 /// `images --format`: Go template, `table …` or `json`.
 fn list_formatted(images: &[ImageRecord], o: &ListOptions, format: &str) -> anyhow::Result<String> {
-    let fmt = crate::gotmpl::format(format).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fmt = crate::gotmpl::format(format)?;
     let mut rows = Vec::new();
     for img in images {
         for (repo, tag) in repo_tags(img) {
@@ -191,10 +191,8 @@ fn list_formatted(images: &[ImageRecord], o: &ListOptions, format: &str) -> anyh
     .collect();
     let default = crate::gotmpl::parse(
         "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}",
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    fmt.render(&rows, &headers, &default)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    )?;
+    Ok(fmt.render(&rows, &headers, &default)?)
 }
 
 /// `berth images`: REPOSITORY TAG [DIGEST] IMAGE ID CREATED SIZE.
@@ -309,7 +307,7 @@ pub fn inspect(
 ) -> anyhow::Result<i32> {
     let template = format
         .filter(|f| !f.is_empty() && *f != "json")
-        .map(|f| crate::gotmpl::parse(f).map_err(|e| anyhow::anyhow!("{e}")))
+        .map(crate::gotmpl::parse)
         .transpose()?;
     let mut found = Vec::new();
     let mut code = 0;
@@ -324,10 +322,7 @@ pub fn inspect(
         }
     }
     match template {
-        Some(t) => print!(
-            "{}",
-            t.render_lines(&found).map_err(|e| anyhow::anyhow!("{e}"))?
-        ),
+        Some(t) => print!("{}", t.render_lines(&found)?),
         None => println!("{}", serde_json::to_string_pretty(&found)?),
     }
     Ok(code)
@@ -556,14 +551,11 @@ pub fn history(
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let fmt = crate::gotmpl::format(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let fmt = crate::gotmpl::format(f)?;
         let default = crate::gotmpl::parse(
             "table {{.ID}}\\t{{.CreatedSince}}\\t{{.CreatedBy}}\\t{{.Size}}\\t{{.Comment}}",
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let text = fmt
-            .render(&values, &headers, &default)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        )?;
+        let text = fmt.render(&values, &headers, &default)?;
         write!(out, "{text}")?;
         return Ok(0);
     }

@@ -98,6 +98,28 @@ fn runtime_through_berth() {
     );
 }
 
+/// podman on a private store under `d` (vfs, cgroupfs, file events, a
+/// containers.conf that asks for no ulimits this host cannot grant), with
+/// berth-runtime as its runtime.
+fn podman(d: &std::path::Path, args: &[&str]) -> Output {
+    let conf = d.join("containers.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    }
+    Command::new("podman")
+        .env("CONTAINERS_CONF", &conf)
+        .arg("--runtime")
+        .arg(env!("CARGO_BIN_EXE_berth-runtime"))
+        .args(["--root", d.join("proot").to_str().unwrap()])
+        .args(["--runroot", d.join("prun").to_str().unwrap()])
+        .args(["--tmpdir", d.join("ptmp").to_str().unwrap()])
+        .args(["--storage-driver", "vfs"])
+        .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+        .args(args)
+        .output()
+        .expect("podman is installed by scripts/setup.sh")
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -543,21 +565,8 @@ fn load_archives_saved_by_podman_keeping_the_image_id() {
         .status()
         .unwrap()
         .success());
-    let conf = d.join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n").unwrap();
     let podman = |args: &[&str]| {
-        let o = Command::new("podman")
-            .args([
-                "--root",
-                d.join("proot").to_str().unwrap(),
-                "--runroot",
-                d.join("prun").to_str().unwrap(),
-            ])
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .env("CONTAINERS_CONF", &conf)
-            .output()
-            .expect("podman is installed by scripts/setup.sh");
+        let o = podman(d, args);
         assert!(o.status.success(), "podman {args:?}: {}", text(&o.stderr));
         text(&o.stdout)
     };
@@ -670,30 +679,7 @@ fn save_round_trips_and_podman_runs_the_saved_image_with_berth_runtime() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!missing.exists());
     // podman loads berth's archive and runs the image, with berth-runtime.
-    let conf = d.join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
-    let podman = |args: &[&str]| {
-        Command::new("podman")
-            .env("CONTAINERS_CONF", &conf)
-            .arg("--runtime")
-            .arg(env!("CARGO_BIN_EXE_berth-runtime"))
-            .args([
-                "--root",
-                d.join("proot").to_str().unwrap(),
-                "--runroot",
-                d.join("prun").to_str().unwrap(),
-            ])
-            .args([
-                "--tmpdir",
-                d.join("ptmp").to_str().unwrap(),
-                "--storage-driver",
-                "vfs",
-            ])
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-            .args(args)
-            .output()
-            .expect("podman is installed by scripts/setup.sh")
-    };
+    let podman = |args: &[&str]| podman(d, args);
     let o = podman(&["load", "-q", "-i", out.to_str().unwrap()]);
     assert!(o.status.success(), "podman load: {}", text(&o.stderr));
     let o = podman(&["run", "--rm", "--network", "none", &id[7..19]]);
