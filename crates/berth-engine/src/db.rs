@@ -74,6 +74,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (image_id, digest)
     );
     CREATE INDEX image_blobs_by_digest ON image_blobs(digest);",
+    // 2: layers found by diff ID (a layer's tar can be given back from any
+    // unpacked copy of it).
+    "CREATE INDEX layers_by_diff_id ON layers(diff_id);",
 ];
 
 /// An image as the store knows it.
@@ -482,6 +485,38 @@ impl Db {
             )
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
+    }
+
+    /// The chain IDs of the unpacked layers whose diff ID is `diff_id`.
+    pub fn layers_with_diff_id(&self, diff_id: &Digest) -> Result<Vec<Digest>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT chain_id FROM layers WHERE diff_id = ?1 ORDER BY chain_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([diff_id.to_string()], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(self.digest("layers.chain_id", r.map_err(|e| self.err(e))?)?);
+        }
+        Ok(out)
+    }
+
+    /// Every layer row's chain ID.
+    pub fn layer_ids(&self) -> Result<Vec<Digest>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT chain_id FROM layers")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(self.digest("layers.chain_id", r.map_err(|e| self.err(e))?)?);
+        }
+        Ok(out)
     }
 
     /// Whether the layer is known.

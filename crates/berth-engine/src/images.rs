@@ -6,11 +6,15 @@
 use crate::db::{Db, DbError, ImageRecord, LayerRecord};
 use berth_image::digest::Digest;
 use berth_image::layer::{self, ApplyOptions, LayerError};
-use berth_image::layers::{LayerError as LayerStoreError, LayerMeta, LayerStore};
+use berth_image::layers::{LayerError as LayerStoreError, LayerMeta, LayerStore, PendingLayer};
 use berth_image::manifest::{self, ManifestError};
 use berth_image::reference::{self, Reference, ReferenceError};
 use berth_image::store::{BlobStore, StoreError};
+use nix::fcntl::{Flock, FlockArg};
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +55,19 @@ impl ImageError {
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 
-/// One layer of an image being added: its blob, as stored or shipped
-/// (compressed or not), with its digest when known.
-pub struct NewLayer<'a> {
-    pub digest: Option<Digest>,
-    pub reader: Box<dyn Read + 'a>,
+/// One layer of an image being added.
+pub enum NewLayer<'a> {
+    /// A blob to store as shipped (compressed or not), with its digest when
+    /// known; unpacked if its chain is not in the store.
+    Stream {
+        digest: Option<Digest>,
+        reader: Box<dyn Read + 'a>,
+    },
+    /// A blob in the store already; unpacked if its chain is not.
+    Blob(Digest),
+    /// No blob: the layer was unpacked ahead (see [`Unpacked`]) or is in
+    /// the store already.
+    Unpacked,
 }
 
 /// An image being added.
@@ -75,53 +87,97 @@ pub struct ImageStore {
     root: PathBuf,
 }
 
-/// Apply a stored layer blob into the layer store; returns its size. Safe
-/// to run for several layers at once.
-fn unpack_dir(
-    blobs: &BlobStore,
-    layers: &LayerStore,
-    blob: &Digest,
-    cid: &Digest,
-    parent: Option<&Digest>,
-    diff_id: &Digest,
-) -> Result<u64> {
-    let pending = layers.prepare(cid)?;
-    let opts = ApplyOptions {
-        expected_diff_id: Some(diff_id.clone()),
-        allow_devices: true,
-        ..Default::default()
-    };
-    let input = std::io::BufReader::with_capacity(1 << 20, blobs.open(blob)?);
-    layer::apply(input, pending.diff_dir(), &opts)?;
-    // Docker's layer size: the bytes of the files it holds.
-    let size = dir_size(pending.diff_dir());
-    pending.commit(LayerMeta::new(parent, diff_id, size))?;
-    Ok(size)
+/// Layers unpacked before the image that uses them is known (while an
+/// archive or a tarball streams in), by diff ID. [`ImageStore::add`] takes
+/// the ones its image needs; the rest are dropped with it.
+#[derive(Default)]
+pub struct Unpacked {
+    layers: HashMap<Digest, (PendingLayer, u64)>,
 }
 
-/// The apparent size of the regular files under `dir` (symlinks not
-/// followed, hardlinks counted once).
-fn dir_size(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.is_file() && (m.nlink() == 1 || seen.insert(m.ino())) {
-                total += m.len();
-            }
-        }
+impl Unpacked {
+    /// Unpack `reader` (a layer tar, compressed or not) into the layer
+    /// store's temp dir, recording its tar split; returns the stats. A
+    /// layer of the same diff ID unpacked already is kept, this one dropped.
+    pub fn unpack(
+        &mut self,
+        layers: &LayerStore,
+        reader: impl Read,
+        expected_digest: Option<Digest>,
+    ) -> Result<layer::ApplyStats> {
+        let (pending, stats) = unpack_layer(layers, reader, expected_digest)?;
+        self.insert(pending, &stats);
+        Ok(stats)
     }
-    total
+
+    /// Keep a layer unpacked elsewhere (see [`unpack_layer`]).
+    pub fn insert(&mut self, pending: PendingLayer, stats: &layer::ApplyStats) {
+        self.layers
+            .entry(stats.diff_id.clone())
+            .or_insert((pending, stats.data_size));
+    }
+
+    pub fn contains(&self, diff_id: &Digest) -> bool {
+        self.layers.contains_key(diff_id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+/// Unpack a layer stream (compressed or not; `expected_digest` checks the
+/// bytes as given) into a fresh temp layer with its tar split, to be
+/// committed by [`ImageStore::add`] through [`Unpacked`]. Safe to run for
+/// several layers at once.
+pub fn unpack_layer(
+    layers: &LayerStore,
+    reader: impl Read,
+    expected_digest: Option<Digest>,
+) -> Result<(PendingLayer, layer::ApplyStats)> {
+    unpack_pending(layers, reader, expected_digest, None)
+}
+
+/// Unpack a layer stream into a fresh temp layer with its tar split.
+fn unpack_pending(
+    layers: &LayerStore,
+    reader: impl Read,
+    expected_digest: Option<Digest>,
+    expected_diff_id: Option<&Digest>,
+) -> Result<(PendingLayer, layer::ApplyStats)> {
+    // Named by a placeholder until the chain it belongs to is known.
+    let placeholder = expected_diff_id
+        .or(expected_digest.as_ref())
+        .cloned()
+        .unwrap_or_else(|| Digest::sha256_of(b"pending"));
+    let pending = layers.prepare(&placeholder)?;
+    let opts = ApplyOptions {
+        expected_diff_id: expected_diff_id.cloned(),
+        expected_digest,
+        allow_devices: true,
+        // One syncfs for all of them when they are committed.
+        sync: false,
+        split: Some(pending.dir().to_path_buf()),
+        ..Default::default()
+    };
+    let input = std::io::BufReader::with_capacity(1 << 20, reader);
+    let stats = layer::apply(input, pending.diff_dir(), &opts)?;
+    Ok((pending, stats))
+}
+
+/// Where the layer at one position of an image comes from.
+enum Source {
+    /// In the store already (its size).
+    Stored(u64),
+    /// Unpacked ahead; its data size.
+    Ready(PendingLayer, u64),
+    /// To unpack from a stored blob.
+    Blob(Digest),
+    /// To give back from the tar split of an unpacked copy (directory,
+    /// diff directory) and unpack again.
+    Split(PathBuf, PathBuf),
+    /// The same as an earlier position of this image.
+    Same(usize),
 }
 
 fn now() -> i64 {
@@ -155,8 +211,11 @@ impl ImageStore {
     }
 
     /// Store an image: blobs, then layers (applied once per chain id and
-    /// shared), then the rows that make it visible.
-    pub fn add(&mut self, img: NewImage<'_>) -> Result<ImageRecord> {
+    /// shared), then the rows that make it visible. Layers come from the
+    /// store, from `unpacked`, from blobs, or from the tar split of a copy
+    /// unpacked elsewhere in a chain.
+    pub fn add(&mut self, img: NewImage<'_>, unpacked: &mut Unpacked) -> Result<ImageRecord> {
+        let _lock = self.content_lock(false)?;
         let config = manifest::parse_config(img.config)?;
         manifest::check_config(&config)?;
         let diff_ids = manifest::diff_ids(&config)?;
@@ -168,7 +227,30 @@ impl ImageStore {
             )));
         }
         let id = manifest::image_id(img.config);
-        let mut blobs = vec![self.blobs.put_bytes(Some(&id), img.config)?];
+        let mut blobs = Vec::new();
+        // Layer blobs first (the readers may be one stream, read in order).
+        let mut layer_blobs = Vec::with_capacity(diff_ids.len());
+        for input in img.layers {
+            let blob = match input {
+                NewLayer::Stream { digest, reader } => {
+                    Some(self.blobs.put(digest.as_ref(), reader)?.0)
+                }
+                NewLayer::Blob(d) if self.blobs.exists(&d) => Some(d),
+                NewLayer::Blob(_) | NewLayer::Unpacked => None,
+            };
+            if let Some(b) = &blob {
+                blobs.push(b.clone());
+            }
+            layer_blobs.push(blob);
+        }
+        let chain = berth_image::layers::chain_ids(&diff_ids);
+        let mut sources = Vec::with_capacity(chain.len());
+        for i in 0..chain.len() {
+            let src = self.layer_source(i, &chain, &diff_ids, &layer_blobs, &sources, unpacked)?;
+            sources.push(src);
+        }
+        // Every layer has a source: the documents can be stored.
+        blobs.push(self.blobs.put_bytes(Some(&id), img.config)?);
         let manifest_digest = match img.manifest {
             Some(m) => {
                 let d = self.blobs.put_bytes(None, m)?;
@@ -177,75 +259,47 @@ impl ImageStore {
             }
             None => None,
         };
-        // Blobs first (the readers may be one stream, read in order) …
-        let mut layer_blobs = Vec::with_capacity(diff_ids.len());
-        for layer_in in img.layers {
-            let (blob, _) = self.blobs.put(layer_in.digest.as_ref(), layer_in.reader)?;
-            blobs.push(blob.clone());
-            layer_blobs.push(blob);
-        }
-        // … then the layers not yet unpacked, in parallel: each is a
-        // directory of its own, independent of the others.
-        let chain = berth_image::layers::chain_ids(&diff_ids);
+        // Unpack what is missing, in parallel (each layer is a directory of
+        // its own), then positions that repeat an earlier one.
+        let mut ready: Vec<Option<(PendingLayer, u64)>> = Vec::new();
         let mut sizes = vec![0u64; chain.len()];
         let mut todo = Vec::new();
-        for (i, cid) in chain.iter().enumerate() {
-            match self.db.layer(cid)? {
-                Some(l) if self.layers.exists(cid) => sizes[i] = l.size,
-                _ if todo.iter().any(|&j: &usize| chain[j] == *cid) => {}
-                _ => todo.push(i),
+        for (i, src) in sources.into_iter().enumerate() {
+            ready.push(None);
+            match src {
+                Source::Stored(size) => sizes[i] = size,
+                Source::Ready(p, size) => ready[i] = Some((p, size)),
+                Source::Same(j) => todo.push((i, Source::Same(j))),
+                other => todo.push((i, other)),
             }
         }
-        let (blob_store, layer_store) = (&self.blobs, &self.layers);
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 4);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<(usize, std::result::Result<u64, String>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers.min(todo.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(&i) = todo.get(k) else { break };
-                            let parent = i.checked_sub(1).map(|p| &chain[p]);
-                            let r = unpack_dir(
-                                blob_store,
-                                layer_store,
-                                &layer_blobs[i],
-                                &chain[i],
-                                parent,
-                                &diff_ids[i],
-                            )
-                            .map_err(|e| e.to_string());
-                            let failed = r.is_err();
-                            done.push((i, r));
-                            if failed {
-                                break;
-                            }
-                        }
-                        done
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![(usize::MAX, Err("layer unpacking panicked".into()))]
-                    })
-                })
-                .collect()
-        });
-        for (i, r) in results {
-            let size = r.map_err(ImageError::Invalid)?;
-            sizes[i] = size;
+        let (first, repeats): (Vec<_>, Vec<_>) = todo
+            .into_iter()
+            .partition(|(_, s)| !matches!(s, Source::Same(_)));
+        for (i, r) in self.unpack_sources(first, &diff_ids, &ready) {
+            ready[i] = Some(r?);
+        }
+        for (i, r) in self.unpack_sources(repeats, &diff_ids, &ready) {
+            ready[i] = Some(r?);
+        }
+        let mut commits = Vec::new();
+        let mut positions = Vec::new();
+        for (i, r) in ready.into_iter().enumerate() {
+            if let Some((mut pending, size)) = r {
+                pending.set_chain_id(chain[i].clone());
+                let parent = i.checked_sub(1).map(|p| &chain[p]);
+                commits.push((pending, LayerMeta::new(parent, &diff_ids[i], size)));
+                sizes[i] = size;
+                positions.push(i);
+            }
+        }
+        self.layers.commit_all(commits)?;
+        for i in positions {
             self.db.put_layer(&LayerRecord {
                 chain_id: chain[i].clone(),
                 diff_id: diff_ids[i].clone(),
                 parent: i.checked_sub(1).map(|p| chain[p].clone()),
-                size,
+                size: sizes[i],
             })?;
         }
         let size = sizes.iter().sum();
@@ -269,6 +323,187 @@ impl ImageStore {
             .ok_or_else(|| ImageError::NotFound(id.to_string()))
     }
 
+    /// Where the layer at position `i` comes from (see [`Source`]).
+    fn layer_source(
+        &self,
+        i: usize,
+        chain: &[Digest],
+        diff_ids: &[Digest],
+        layer_blobs: &[Option<Digest>],
+        earlier: &[Source],
+        unpacked: &mut Unpacked,
+    ) -> Result<Source> {
+        let (cid, diff_id) = (&chain[i], &diff_ids[i]);
+        if let Some(j) = chain[..i].iter().position(|c| c == cid) {
+            return Ok(match &earlier[j] {
+                Source::Stored(size) => Source::Stored(*size),
+                _ => Source::Same(j),
+            });
+        }
+        if let Some(l) = self.db.layer(cid)? {
+            if self.layers.exists(cid) {
+                return Ok(Source::Stored(l.size));
+            }
+        }
+        if let Some((p, size)) = unpacked.layers.remove(diff_id) {
+            return Ok(Source::Ready(p, size));
+        }
+        if let Some(b) = &layer_blobs[i] {
+            return Ok(Source::Blob(b.clone()));
+        }
+        // The first earlier position with this diff ID that is being
+        // unpacked (never itself a repeat).
+        if let Some(j) =
+            (0..i).find(|&j| diff_ids[j] == *diff_id && !matches!(earlier[j], Source::Stored(_)))
+        {
+            return Ok(Source::Same(j));
+        }
+        if let Some((dir, diff)) = self.split_of(diff_id)? {
+            return Ok(Source::Split(dir, diff));
+        }
+        if self.blobs.exists(diff_id) {
+            return Ok(Source::Blob(diff_id.clone()));
+        }
+        Err(ImageError::Invalid(format!(
+            "layer {diff_id} is missing: neither its blob nor an unpacked copy is here"
+        )))
+    }
+
+    /// A committed layer of this diff ID that can give its tar back: its
+    /// directory and diff directory.
+    fn split_of(&self, diff_id: &Digest) -> Result<Option<(PathBuf, PathBuf)>> {
+        for cid in self.db.layers_with_diff_id(diff_id)? {
+            let dir = self.layers.layer_dir(&cid);
+            if self.layers.exists(&cid) && layer::split::exists(&dir) {
+                return Ok(Some((dir.clone(), self.layers.diff_dir(&cid))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The tar of the layer `diff_id` (its size and a stream): its stored
+    /// blob when the blob is that tar, or else given back from an unpacked
+    /// copy's tar split.
+    pub fn layer_tar(&self, diff_id: &Digest) -> Result<(u64, Box<dyn Read + Send>)> {
+        if self.blobs.exists(diff_id) {
+            return Ok((
+                self.blobs.size(diff_id)?,
+                Box::new(self.blobs.open(diff_id)?),
+            ));
+        }
+        match self.split_of(diff_id)? {
+            Some((dir, diff)) => {
+                let (dir, diff): (PathBuf, PathBuf) = (dir, diff);
+                let (info, reader) = layer::split::open(&dir, &diff)?;
+                Ok((info.size, Box::new(reader)))
+            }
+            None => Err(ImageError::Invalid(format!(
+                "layer {diff_id} can not be given back: neither its blob nor an unpacked copy is here"
+            ))),
+        }
+    }
+
+    /// Unpack layers from their sources, up to four at a time.
+    fn unpack_sources(
+        &self,
+        todo: Vec<(usize, Source)>,
+        diff_ids: &[Digest],
+        ready: &[Option<(PendingLayer, u64)>],
+    ) -> Vec<(usize, Result<(PendingLayer, u64)>)> {
+        if todo.is_empty() {
+            return Vec::new();
+        }
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4)
+            .min(todo.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (layers, blobs) = (&self.layers, &self.blobs);
+        let one = |i: usize, src: &Source| -> Result<(PendingLayer, u64)> {
+            let diff_id = &diff_ids[i];
+            let (p, stats) = match src {
+                Source::Blob(d) => {
+                    unpack_pending(layers, blobs.open(d)?, Some(d.clone()), Some(diff_id))?
+                }
+                Source::Split(dir, diff) => {
+                    let (_, r) = layer::split::open(dir, diff)?;
+                    unpack_pending(layers, r, None, Some(diff_id))?
+                }
+                Source::Same(j) => {
+                    let (p, _) = ready[*j].as_ref().ok_or_else(|| {
+                        ImageError::Invalid(format!("layer {diff_id}: no copy to repeat"))
+                    })?;
+                    let (_, r) = layer::split::open(p.dir(), p.diff_dir())?;
+                    unpack_pending(layers, r, None, Some(diff_id))?
+                }
+                Source::Stored(_) | Source::Ready(..) => {
+                    return Err(ImageError::Invalid(format!(
+                        "layer {diff_id}: nothing to unpack"
+                    )))
+                }
+            };
+            Ok((p, stats.data_size))
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((i, src)) = todo.get(k) else { break };
+                            let r = one(*i, src);
+                            let failed = r.is_err();
+                            done.push((*i, r));
+                            if failed {
+                                break;
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![(
+                            usize::MAX,
+                            Err(ImageError::Invalid("layer unpacking panicked".into())),
+                        )]
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The store-wide lock: held shared while content is added (blobs and
+    /// layers exist before the rows that reference them), exclusive while
+    /// garbage collection looks for content no row references.
+    pub fn content_lock(&self, exclusive: bool) -> Result<Flock<File>> {
+        let path = self.root.join("content.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|source| ImageError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        Flock::lock(f, arg).map_err(|(_, e)| ImageError::Io {
+            path,
+            source: e.into(),
+        })
+    }
+
     /// Find an image by name (`busybox`, `user/app:v1`, `name@sha256:…`), by
     /// full ID or by unique ID prefix, as Docker does. A built-in image is
     /// added on first use.
@@ -289,15 +524,18 @@ impl ImageStore {
                 return self.db.image(&id)?.ok_or_else(not_found);
             }
             if let Some(b) = berth_image::builtin::lookup(&r.to_string()).filter(|_| builtin) {
-                return self.add(NewImage {
-                    config: &b.config,
-                    manifest: None,
-                    layers: vec![NewLayer {
-                        digest: None,
-                        reader: Box::new(&b.layer[..]),
-                    }],
-                    tags: vec![r],
-                });
+                return self.add(
+                    NewImage {
+                        config: &b.config,
+                        manifest: None,
+                        layers: vec![NewLayer::Stream {
+                            digest: None,
+                            reader: Box::new(&b.layer[..]),
+                        }],
+                        tags: vec![r],
+                    },
+                    &mut Unpacked::default(),
+                );
             }
         }
         if let Some(hex) = reference::id_hex(name) {
@@ -327,12 +565,11 @@ impl ImageStore {
     ) -> Result<ImageRecord> {
         let mut cfg = serde_json::Map::new();
         crate::changes::apply(&mut cfg, changes).map_err(|e| ImageError::Invalid(e.to_string()))?;
-        // The layer is kept uncompressed: its blob digest is its diff ID.
-        let (_, plain) = layer::decompressed(tarball).map_err(|source| ImageError::Io {
-            path: PathBuf::from("-"),
-            source,
-        })?;
-        let (diff_id, _) = self.blobs.put(None, plain)?;
+        // Unpacked as it streams in, once: the tar (its diff ID) can be
+        // given back from the files and the split.
+        let _lock = self.content_lock(false)?;
+        let mut unpacked = Unpacked::default();
+        let diff_id = unpacked.unpack(&self.layers, tarball, None)?.diff_id;
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let platform = manifest::host_platform();
         let config = serde_json::json!({
@@ -348,16 +585,15 @@ impl ImageStore {
         });
         let config =
             manifest::canonical_json(&config).map_err(|e| ImageError::Invalid(e.to_string()))?;
-        let blob = self.blobs.open(&diff_id)?;
-        self.add(NewImage {
-            config: &config,
-            manifest: None,
-            layers: vec![NewLayer {
-                digest: Some(diff_id),
-                reader: Box::new(blob),
-            }],
-            tags: tag.into_iter().collect(),
-        })
+        self.add(
+            NewImage {
+                config: &config,
+                manifest: None,
+                layers: vec![NewLayer::Unpacked],
+                tags: tag.into_iter().collect(),
+            },
+            &mut unpacked,
+        )
     }
 
     /// Every image, newest first.
@@ -439,6 +675,8 @@ impl ImageStore {
     /// chain ids. Directories go first, rows last, so a crash in between
     /// leaves rows whose content is gone, which the next run removes.
     pub fn gc(&mut self) -> Result<Vec<Digest>> {
+        // No load or import is between writing content and its rows.
+        let _lock = self.content_lock(true)?;
         let mut removed = Vec::new();
         loop {
             // A layer becomes unreferenced once its child layer is gone.
@@ -455,6 +693,14 @@ impl ImageStore {
         for b in self.blobs.list()? {
             if !self.db.blob_referenced(&b)? {
                 self.blobs.delete(&b)?;
+            }
+        }
+        // Layer directories without a row: committed by a command that
+        // died before writing its rows.
+        let known: std::collections::HashSet<Digest> = self.db.layer_ids()?.into_iter().collect();
+        for l in self.layers.list()? {
+            if !known.contains(&l) {
+                self.layers.remove(&l)?;
             }
         }
         Ok(removed)
@@ -599,15 +845,18 @@ mod tests {
         let mut other = b.layer.clone();
         other[600] ^= 1;
         let e = s
-            .add(NewImage {
-                config: &b.config,
-                manifest: None,
-                layers: vec![NewLayer {
-                    digest: None,
-                    reader: Box::new(&other[..]),
-                }],
-                tags: vec![reference::parse("x:y").unwrap()],
-            })
+            .add(
+                NewImage {
+                    config: &b.config,
+                    manifest: None,
+                    layers: vec![NewLayer::Stream {
+                        digest: None,
+                        reader: Box::new(&other[..]),
+                    }],
+                    tags: vec![reference::parse("x:y").unwrap()],
+                },
+                &mut Unpacked::default(),
+            )
             .unwrap_err();
         assert!(e.to_string().contains("sha256:"), "{e}");
         assert!(s.list().unwrap().is_empty());

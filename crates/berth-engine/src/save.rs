@@ -25,8 +25,8 @@ fn invalid(msg: String) -> ImageError {
 }
 
 /// The manifest an image came with, or one made for it: images imported,
-/// loaded from a docker-archive or built in keep their layers uncompressed,
-/// so each layer blob's digest is its diff ID.
+/// loaded from a docker-archive or built in have uncompressed layers, each
+/// named by its diff ID (a stored blob, or given back from the files).
 fn entry_for(store: &mut ImageStore, img: &crate::ImageRecord, tags: Vec<String>) -> Result<Entry> {
     if let Some(md) = &img.manifest_digest {
         let bytes = store
@@ -54,17 +54,12 @@ fn entry_for(store: &mut ImageStore, img: &crate::ImageRecord, tags: Vec<String>
     let diff_ids = manifest::diff_ids(&config)?;
     let mut descs: Vec<Descriptor> = Vec::new();
     for d in &diff_ids {
-        if !store.blobs.exists(d) {
-            return Err(invalid(format!(
-                "image {}: the blob of layer {d} is missing",
-                img.id.short()
-            )));
-        }
-        descs.push(manifest::descriptor(
-            MediaType::ImageLayer,
-            d,
-            store.blobs.size(d)?,
-        )?);
+        let size = if store.blobs.exists(d) {
+            store.blobs.size(d)?
+        } else {
+            store.layer_tar(d)?.0
+        };
+        descs.push(manifest::descriptor(MediaType::ImageLayer, d, size)?);
     }
     let cfg_desc =
         manifest::descriptor(MediaType::ImageConfig, &img.id, config_bytes.len() as u64)?;
@@ -147,9 +142,9 @@ pub fn save(
                     .map_err(io)?;
                 progress(d, bytes.len() as u64);
             } else {
-                let size = store.blobs.size(d)?;
-                let f = store.blobs.open(d)?;
-                tar.append(&header(&path, size, false), f).map_err(io)?;
+                // A stored blob, or a layer tar given back from its files.
+                let (size, r) = store.layer_tar(d)?;
+                tar.append(&header(&path, size, false), r).map_err(io)?;
                 progress(d, size);
             }
         }

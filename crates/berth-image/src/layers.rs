@@ -347,6 +347,29 @@ impl LayerStore {
         Ok(out)
     }
 
+    /// Make several unpacked layers visible at once, with one syncfs for
+    /// all of them: each gets its `meta.json`, the file system is synced,
+    /// then each directory is renamed into place (a layer that appears is
+    /// complete on disk). A layer committed meanwhile by someone else is
+    /// kept and this copy dropped. Returns the layers in the given order.
+    pub fn commit_all(&self, pending: Vec<(PendingLayer, LayerMeta)>) -> Result<Vec<Layer>> {
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (p, meta) in &pending {
+            p.seal(meta)?;
+        }
+        let f = File::open(&self.dir).ctx(|| format!("opening {}", self.dir.display()))?;
+        // One syncfs flushes every unpacked file and meta.json together.
+        nix::unistd::syncfs(&f).ctx(|| format!("syncing {}", self.dir.display()))?;
+        let mut out = Vec::with_capacity(pending.len());
+        for (p, meta) in pending {
+            out.push(p.publish(meta)?);
+        }
+        sync_dir(&self.dir).ctx(|| format!("syncing {}", self.dir.display()))?;
+        Ok(out)
+    }
+
     /// Remove temp dirs left by unpackers that died (and by removals that
     /// were interrupted). Live pending layers are kept. Returns how many
     /// were removed.
@@ -377,12 +400,32 @@ impl PendingLayer {
         &self.chain_id
     }
 
+    /// The directory that holds `diff/` (and the layer's tar split).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Name the layer once its chain ID is known (a layer can be unpacked
+    /// before the image that says where it sits in a chain is read).
+    pub fn set_chain_id(&mut self, chain_id: Digest) {
+        self.chain_id = chain_id;
+    }
+
     /// Make the layer visible under its chain ID. `meta` must name the
     /// chain ID given to [`LayerStore::prepare`], consistent with its parent
     /// and diff ID (see [`LayerMeta::new`]). If the layer exists already,
     /// the existing one is kept, this copy is dropped, and the existing
     /// layer is returned.
-    pub fn commit(mut self, meta: LayerMeta) -> Result<Layer> {
+    pub fn commit(self, meta: LayerMeta) -> Result<Layer> {
+        let store = self.store.clone();
+        let mut done = store.commit_all(vec![(self, meta)])?;
+        done.pop().ok_or_else(|| {
+            LayerError::io("committing a layer", io::Error::other("nothing committed"))
+        })
+    }
+
+    /// Check `meta` and write it into the pending directory (not synced).
+    fn seal(&self, meta: &LayerMeta) -> Result<()> {
         let computed = chain_id(meta.parent.as_ref(), &meta.diff_id);
         if meta.chain_id != self.chain_id || computed != self.chain_id {
             let parent = meta
@@ -397,13 +440,9 @@ impl PendingLayer {
                 ),
             });
         }
-        let id = self.chain_id.clone();
-        if self.store.exists(&id) {
-            return self.keep_existing();
-        }
-        // meta.json goes in before the rename: the layer appears complete.
+        let id = &self.chain_id;
         let meta_path = self.dir.join(META);
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| LayerError::BadMeta {
+        let json = serde_json::to_vec_pretty(meta).map_err(|e| LayerError::BadMeta {
             chain_id: id.clone(),
             path: meta_path.clone(),
             msg: e.to_string(),
@@ -415,10 +454,15 @@ impl PendingLayer {
             .open(&meta_path)
             .ctx(|| format!("layer {id}: creating {}", meta_path.display()))?;
         f.write_all(&json)
-            .ctx(|| format!("layer {id}: writing {}", meta_path.display()))?;
-        // One syncfs flushes the unpacked files and meta.json together.
-        nix::unistd::syncfs(&f).ctx(|| format!("layer {id}: syncing {}", self.dir.display()))?;
-        drop(f);
+            .ctx(|| format!("layer {id}: writing {}", meta_path.display()))
+    }
+
+    /// Rename the sealed (and synced) directory into place.
+    fn publish(mut self, meta: LayerMeta) -> Result<Layer> {
+        let id = self.chain_id.clone();
+        if self.store.exists(&id) {
+            return self.keep_existing();
+        }
         let final_dir = self.store.layer_dir(&id);
         match rename_noreplace(&self.dir, &final_dir) {
             Ok(()) => {}
@@ -439,7 +483,6 @@ impl PendingLayer {
         // Renamed: nothing is left to remove on drop.
         self.committed = true;
         self.lock = None;
-        sync_dir(&self.store.dir).ctx(|| format!("syncing {}", self.store.dir.display()))?;
         tracing::debug!(chain_id = %id, "layer committed");
         Ok(Layer {
             diff_dir: final_dir.join(DIFF),

@@ -1519,3 +1519,98 @@ fn diff_of_shared_whiteout_inodes_writes_whiteouts() {
     );
     env.check_host();
 }
+
+// ---------------------------------------------------------------------------
+// Tar split: the exact tar back from the unpacked files.
+
+/// Apply `tar` (as given, maybe compressed) recording a split, and give the
+/// uncompressed tar back from it.
+fn split_round_trip(
+    env: &Env,
+    name: &str,
+    tar: &[u8],
+) -> (Vec<u8>, berth_image::layer::ApplyStats) {
+    let layer = env.dest.join(name);
+    let diff_dir = layer.join("diff");
+    std::fs::create_dir_all(&diff_dir).unwrap();
+    let o = ApplyOptions {
+        split: Some(layer.clone()),
+        ..opts()
+    };
+    let stats = apply(tar, &diff_dir, &o).unwrap();
+    let info = berth_image::layer::split::info(&layer).unwrap();
+    assert_eq!(info.diff_id, stats.diff_id);
+    assert_eq!(info.size, stats.uncompressed_size);
+    let mut out = Vec::new();
+    let back = berth_image::layer::split::reassemble(&layer, &diff_dir, &mut out).unwrap();
+    assert_eq!(back, info);
+    (out, stats)
+}
+
+#[test]
+fn split_gives_back_the_exact_tar() {
+    root_test!();
+    let env = env();
+    let rich = rich_layer();
+    let (back, stats) = split_round_trip(&env, "rich", &rich);
+    assert_eq!(back, rich, "byte for byte");
+    assert_eq!(stats.diff_id, Digest::sha256_of(&rich));
+    // Compressed input: the uncompressed tar comes back.
+    let (back, _) = split_round_trip(&env, "rich-gz", &gzip(&rich));
+    assert_eq!(back, rich);
+    // Padding and trailing garbage after the end blocks (the rich layer
+    // has a sparse file, long names and PAX records).
+    let mut t = Tb::new();
+    t.file("after", b"after the end");
+    let mut odd = t.finish();
+    odd.extend_from_slice(&[0u8; 3 * 512]);
+    odd.extend_from_slice(b"trailing garbage");
+    let (back, _) = split_round_trip(&env, "odd", &odd);
+    assert_eq!(back, odd);
+    env.check_host();
+}
+
+#[test]
+fn split_survives_entries_that_replace_earlier_files() {
+    root_test!();
+    let env = env();
+    let big = vec![b'b'; 200_000];
+    let mut t = Tb::new();
+    t.file("f", b"one")
+        .file("f", b"two")
+        .dir("d/")
+        .file("d/a", &big)
+        .dir("d/sub/")
+        .file("d/sub/b", b"deep")
+        .file("d", b"the directory became a file")
+        .file("w", b"whited out in its own layer")
+        .file(".wh.w", b"")
+        .file("h", b"hard")
+        .hardlink("h2", "h")
+        .file("h", b"replaced, the link keeps the old inode");
+    let tar = t.finish();
+    let (back, _) = split_round_trip(&env, "dups", &tar);
+    assert_eq!(back, tar);
+    assert!(env.dest.join("dups/tar-split.stash").is_file());
+    env.check_host();
+}
+
+#[test]
+fn split_refuses_to_give_back_changed_files() {
+    root_test!();
+    let env = env();
+    let mut t = Tb::new();
+    t.file("a", b"original").file("b", b"other");
+    let tar = t.finish();
+    split_round_trip(&env, "changed", &tar);
+    let layer = env.dest.join("changed");
+    std::fs::write(layer.join("diff/a"), b"0riginal").unwrap();
+    let err = berth_image::layer::split::reassemble(&layer, &layer.join("diff"), std::io::sink())
+        .unwrap_err();
+    assert!(err.to_string().contains("no longer match"), "{err}");
+    std::fs::write(layer.join("diff/a"), b"longer than before").unwrap();
+    let err = berth_image::layer::split::reassemble(&layer, &layer.join("diff"), std::io::sink())
+        .unwrap_err();
+    assert!(err.to_string().contains("no longer match"), "{err}");
+    env.check_host();
+}

@@ -579,12 +579,27 @@ pub fn load(store: &mut ImageStore, input: Option<&str>, quiet: bool) -> anyhow:
                 eprintln!("Error: requested load from stdin, but stdin is empty");
                 return Ok(1);
             }
-            let progress = crate::progress::Bytes::new("Loading", None, quiet);
-            let reader = crate::progress::Counting {
-                inner: stdin.lock(),
-                progress: &progress,
+            // `berth load < file`: a file is read the fast way.
+            let file = std::os::fd::AsFd::as_fd(&stdin)
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+                .ok()
+                .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
+            let total = file
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map(|m| m.len());
+            let progress = crate::progress::Bytes::new("Loading", total, quiet);
+            let r = match file {
+                Some(f) => berth_engine::archive::load_file(store, f, &|n| progress.add(n)),
+                None => {
+                    let reader = crate::progress::Counting {
+                        inner: stdin.lock(),
+                        progress: &progress,
+                    };
+                    berth_engine::archive::load(store, reader)
+                }
             };
-            let r = berth_engine::archive::load(store, reader);
             progress.finish();
             r?
         }
@@ -592,11 +607,7 @@ pub fn load(store: &mut ImageStore, input: Option<&str>, quiet: bool) -> anyhow:
             let f = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
             let total = f.metadata().ok().map(|m| m.len());
             let progress = crate::progress::Bytes::new("Loading", total, quiet);
-            let reader = crate::progress::Counting {
-                inner: std::io::BufReader::with_capacity(1 << 20, f),
-                progress: &progress,
-            };
-            let r = berth_engine::archive::load(store, reader);
+            let r = berth_engine::archive::load_file(store, f, &|n| progress.add(n));
             progress.finish();
             r?
         }

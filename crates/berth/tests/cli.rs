@@ -529,6 +529,22 @@ fn load_a_docker_archive_from_another_store() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), format!("Loaded image ID: {id}\n"));
+    // stdin redirected from a file is read as a file (members in parallel).
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --root {} load < {}",
+            env!("CARGO_BIN_EXE_berth"),
+            d_store(&dir, "redirected"),
+            tarball.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "Loaded image: hello-world:latest\nLoaded image: copy/hello:1\n"
+    );
     // A broken archive: one line, nothing stored.
     std::fs::write(dir.path().join("junk.tar"), b"not a tar at all").unwrap();
     let o = berth(&[

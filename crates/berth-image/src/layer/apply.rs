@@ -16,6 +16,7 @@
 //!   `AT_SYMLINK_NOFOLLOW`.
 
 use super::compress::{self, Failure, Source, StreamState, Uncompressed};
+use super::split::Recorder;
 use super::{ApplyOptions, ApplyStats, Compression, LayerError, MAX_ENTRY_METADATA};
 use crate::digest::{Algorithm, Digest};
 use berth_sys::fd::{open_in_root, proc_path};
@@ -47,6 +48,10 @@ const MAX_SPARSE_METADATA: u64 = 128 << 10;
 
 /// Block size for keeping runs of zeros as holes.
 const HOLE_BLOCK: usize = 4096;
+
+/// Files at least this big have their writeback started as soon as they
+/// are written, when the caller syncs later.
+const WRITEBACK_MIN: u64 = 256 << 10;
 
 /// Copy buffer; a multiple of `HOLE_BLOCK`.
 const COPY_BUF: usize = 1 << 20;
@@ -92,6 +97,9 @@ pub fn apply(
     }
 
     let state = Rc::new(StreamState::default());
+    if let Some(dir) = &opts.split {
+        *state.split.borrow_mut() = Some(Recorder::new(dir)?);
+    }
     let result = match compress::decoder(format, head[..n].to_vec(), &mut source) {
         Ok(decoder) => {
             let stream =
@@ -109,7 +117,7 @@ pub fn apply(
             };
             unpacker
                 .run(stream)
-                .map(|diff_id| (diff_id, unpacker.entries))
+                .map(|diff_id| (diff_id, unpacker.entries, unpacker.apparent))
         }
         Err(e) => Err(Stop::Stream {
             entry: None,
@@ -117,7 +125,7 @@ pub fn apply(
             err: e,
         }),
     };
-    let (diff_id, entries) = match result {
+    let (diff_id, entries, data_size) = match result {
         Ok(r) => r,
         Err(Stop::Layer(e)) => return Err(e),
         Err(Stop::Stream { entry, after, err }) => {
@@ -157,6 +165,7 @@ pub fn apply(
         size,
         compression: format,
         entries,
+        data_size,
     })
 }
 
@@ -351,6 +360,11 @@ impl Unpacker<'_> {
                 msg: "stream hashed twice".into(),
             })
         })?;
+        // Before the syncfs, which then covers the split too.
+        let recorder = self.state.split.borrow_mut().take();
+        if let Some(rec) = recorder {
+            rec.finish(&digest, self.state.total.get())?;
+        }
         self.finish()?;
         Ok(digest)
     }
@@ -680,10 +694,14 @@ impl Unpacker<'_> {
             Err(Errno::ENOENT) => return Ok(false),
             Err(e) => return Err(LayerError::io("inspecting", real(), e.into())),
         };
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            if keep_dir {
-                return Ok(true);
-            }
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if is_dir && keep_dir {
+            return Ok(true);
+        }
+        if let Some(rec) = self.state.split.borrow_mut().as_mut() {
+            rec.removing(self.root.as_fd(), &path.to_path());
+        }
+        if is_dir {
             remove_tree(dir.as_fd(), base).map_err(|e| LayerError::io("removing", real(), e))?;
         } else {
             unlinkat(dir, base, UnlinkatFlags::NoRemoveDir)
@@ -843,7 +861,19 @@ impl Unpacker<'_> {
         .map_err(|e| LayerError::io("creating", real(), e.into()))?;
         let file = File::from(fd);
         let size = entry.size();
-        let (written, end_written) = self.copy_data(entry, &file, path, name)?;
+        if !entry.header().entry_type().is_gnu_sparse() {
+            if let Some(rec) = self.state.split.borrow_mut().as_mut() {
+                let pos = self.state.total.get();
+                rec.mark(pos, entry.raw_file_position(), size, path.to_path());
+            }
+        }
+        let copied = self.copy_data(entry, &file, path, name);
+        if copied.is_err() {
+            if let Some(rec) = self.state.split.borrow_mut().as_mut() {
+                rec.unmark();
+            }
+        }
+        let (written, end_written) = copied?;
         self.consumed = written;
         if written != size {
             return Err(LayerError::Truncated {
@@ -859,6 +889,12 @@ impl Unpacker<'_> {
         self.set_meta_fd(file.as_fd(), meta, path)?;
         futimens(&file, &meta.mtime, &meta.mtime)
             .map_err(|e| LayerError::io("setting times of", real(), e.into()))?;
+        if !self.opts.sync && size >= WRITEBACK_MIN {
+            // The caller syncs later: start the disk on this file now, so
+            // that the sync overlaps with unpacking (a hint; errors don't
+            // matter, the sync reports real ones).
+            let _ = berth_sys::fd::start_writeback(file.as_fd());
+        }
         Ok(())
     }
 

@@ -127,6 +127,8 @@ pub(super) struct StreamState {
     /// End of the uncompressed stream seen.
     pub(super) eof: Cell<bool>,
     pub(super) failure: RefCell<Option<Failure>>,
+    /// Records the stream for giving the tar back later, when asked.
+    pub(super) split: RefCell<Option<super::split::Recorder>>,
 }
 
 impl StreamState {
@@ -196,6 +198,9 @@ impl<R: Read> Read for Uncompressed<R> {
             self.state.eof.set(true);
         }
         let total = self.state.total.get() + n as u64;
+        if let Some(rec) = self.state.split.borrow_mut().as_mut() {
+            rec.feed(total - n as u64, &buf[..n]);
+        }
         self.state.total.set(total);
         if let Some(limit) = self.limit {
             if total > limit {

@@ -60,6 +60,7 @@
 mod apply;
 mod compress;
 mod diff;
+pub mod split;
 
 pub use apply::apply;
 pub use diff::diff;
@@ -201,6 +202,9 @@ pub struct ApplyOptions {
     /// syncfs(2) the file system of `dest` once everything is written, so the
     /// caller can rename the layer into place crash-safely. On by default.
     pub sync: bool,
+    /// Record a tar split (see [`split`]) into this directory, so that the
+    /// exact tar can be given back from the unpacked files later.
+    pub split: Option<PathBuf>,
 }
 
 impl Default for ApplyOptions {
@@ -213,6 +217,7 @@ impl Default for ApplyOptions {
             id_map: IdMap::default(),
             userxattr: false,
             sync: true,
+            split: None,
         }
     }
 }
@@ -246,6 +251,9 @@ pub struct ApplyStats {
     pub compression: Compression,
     /// Tar entries applied (whiteouts included, skipped entries not).
     pub entries: u64,
+    /// The apparent size of the file data the entries held (hardlinks
+    /// counted once, sparse files at their full length).
+    pub data_size: u64,
 }
 
 /// How [`diff`] writes a layer.
