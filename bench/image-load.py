@@ -2,12 +2,20 @@
 """Benchmark: `load` of a multi-layer image archive, berth against podman
 (and docker when its daemon answers), side by side in one run.
 
-The image is made here: a busybox-static base layer plus layers of random
-(incompressible) and text data, about 400 MB unpacked in 7 layers, written
-as a docker-archive (uncompressed layers, as `docker save` writes them).
-Each load goes into a fresh, empty store; medians over --iterations.
+The image is made here: a Debian rootfs from debootstrap (minbase, cached
+under /var/tmp/berth-bench-cache; the mirror is read from this host's apt
+sources) plus layers of random (incompressible) and text data, about 400 MB
+unpacked in 7 layers, written as a docker-archive (uncompressed layers, as
+`docker save` writes them). Without debootstrap (or with --base busybox) the
+base layer is Debian's busybox-static instead.
 
-    sudo python3 bench/image-load.py [--iterations 3] [--size-mb 400]
+Each load goes into a fresh, empty ext4 file system made for it (a sparse
+image on a loop device with direct I/O), so that no engine inherits the
+state the previous one left on the shared disk (ext4 on some hosts slows
+inode allocation for minutes after many files are deleted). Medians over
+--iterations; engines interleaved.
+
+    sudo python3 bench/image-load.py [--iterations 3] [--size-mb 400] [--base debian|busybox]
 """
 
 import argparse
@@ -71,10 +79,56 @@ def busybox_layer():
     return buf.getvalue()
 
 
-def make_archive(path: Path, size_mb: int):
+def apt_mirror():
+    """The Debian mirror this host's apt uses (never written down here)."""
+    for f in [Path("/etc/apt/sources.list.d/debian.sources")]:
+        if f.exists():
+            for line in f.read_text().splitlines():
+                if line.lower().startswith("uris:"):
+                    return line.split()[1]
+    f = Path("/etc/apt/sources.list")
+    if f.exists():
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
+                return parts[1]
+    return None
+
+
+CACHE = Path("/var/tmp/berth-bench-cache")
+
+
+def debian_layer():
+    """A Debian 12 minbase rootfs as a layer tar, or None if it can't be made."""
+    rootfs = CACHE / "bookworm-minbase"
+    if not (rootfs / "etc/debian_version").exists():
+        mirror = apt_mirror()
+        if not shutil.which("debootstrap") or not mirror:
+            return None
+        shutil.rmtree(rootfs, ignore_errors=True)
+        rootfs.parent.mkdir(parents=True, exist_ok=True)
+        print(f"debootstrap bookworm (minbase) into {rootfs} ...", flush=True)
+        r = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), mirror],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"debootstrap failed: {r.stderr.strip().splitlines()[-1:]}")
+            shutil.rmtree(rootfs, ignore_errors=True)
+            return None
+        shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+    r = subprocess.run(["tar", "--numeric-owner", "--sort=name", "--xattrs", "-C", str(rootfs), "-cf", "-", "."],
+                       capture_output=True)
+    if r.returncode != 0:
+        return None
+    return r.stdout
+
+
+def make_archive(path: Path, size_mb: int, base: str):
     rng = random.Random(42)
-    per = max(1, size_mb // 6)
-    layers = [busybox_layer()]
+    layers = [debian_layer() if base == "debian" else None]
+    if layers[0] is None:
+        layers[0] = busybox_layer()
+    rest = max(6, size_mb - len(layers[0]) // (1 << 20))
+    per = max(1, rest // 6)
     for i in range(3):  # random data: a few large files per layer
         files = [(f"data/rand{i}/f{j}", rng.randbytes(per * 1024 * 1024 // 4)) for j in range(4)]
         layers.append(layer_tar(files))
@@ -112,7 +166,40 @@ def make_archive(path: Path, size_mb: int):
     return sum(len(l) for l in layers), len(layers), "sha256:" + cid
 
 
+def prun(d: Path) -> str:
+    """podman's runroot: volatile, and at most 50 characters long."""
+    return f"/run/bbp-{d.name[:20]}"
+
+
+class FreshFs:
+    """A new empty ext4 file system on a loop device (direct I/O), mounted
+    at `mnt` for the duration of a `with` block."""
+
+    def __init__(self, work: Path, name: str):
+        self.img = work / f"{name}.img"
+        self.mnt = work / f"{name}.mnt"
+        self.dev = None
+
+    def __enter__(self):
+        subprocess.run(["truncate", "-s", "16G", str(self.img)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(self.img)],
+                       check=True)
+        self.dev = subprocess.run(["losetup", "--direct-io=on", "--show", "-f", str(self.img)],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+        self.mnt.mkdir(exist_ok=True)
+        subprocess.run(["mount", self.dev, str(self.mnt)], check=True)
+        return self.mnt
+
+    def __exit__(self, *exc):
+        subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+        if self.dev:
+            subprocess.run(["losetup", "-d", self.dev], capture_output=True)
+        self.img.unlink(missing_ok=True)
+        return False
+
+
 def timed(cmd, env=None):
+    subprocess.run(["sync"])
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     dt = time.perf_counter() - t0
@@ -125,6 +212,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=400)
+    ap.add_argument("--base", choices=["debian", "busybox"], default="debian")
+    ap.add_argument("--no-fresh-fs", action="store_true", help="load into the host's /var/tmp instead")
     ap.add_argument("--berth", default=str(ROOT / "target/release/berth"))
     ap.add_argument("--out", default=str(HERE / "results/image-load.json"))
     a = ap.parse_args()
@@ -133,33 +222,42 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="berth-load-bench.", dir="/var/tmp"))
     try:
         archive = work / "image.tar"
-        size, nlayers, image_id = make_archive(archive, a.size_mb)
+        size, nlayers, image_id = make_archive(archive, a.size_mb, a.base)
         print(f"image: {nlayers} layers, {size / 1e6:.0f} MB unpacked, archive {archive.stat().st_size / 1e6:.0f} MB")
         conf = work / "containers.conf"
         conf.write_text("[containers]\ndefault_ulimits = []\n[engine]\nevents_logger = \"file\"\n")
         penv = dict(os.environ, CONTAINERS_CONF=str(conf))
         engines = {
-            "berth": lambda i: [a.berth, "--root", str(work / f"berth{i}"), "load", "-q", "-i", str(archive)],
+            "berth": (lambda d: [a.berth, "--root", str(d / "berth"), "load", "-q", "-i", str(archive)], None),
         }
         if shutil.which("podman"):
-            engines["podman"] = lambda i: ["podman", "--root", str(work / f"podman{i}"), "--runroot", str(work / f"prun{i}"),
-                                           "load", "-q", "-i", str(archive)]
-        if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-            engines["docker"] = lambda i: ["docker", "load", "-q", "-i", str(archive)]
+            engines["podman"] = (lambda d: ["podman", "--root", str(d / "podman"), "--runroot", prun(d),
+                                            "load", "-q", "-i", str(archive)], penv)
+        docker = shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+        if docker:
+            # The daemon's data root can't be moved per run: it loads where it is.
+            engines["docker"] = (lambda d: ["docker", "load", "-q", "-i", str(archive)], None)
         results = {name: [] for name in engines}
         notes = {}
-        subprocess.run(["sync"])
         for i in range(a.iterations):
-            for name, cmd in engines.items():
+            for name, (cmd, env) in engines.items():
                 if name in notes:
                     continue
                 try:
-                    results[name].append(timed(cmd(i), env=penv if name == "podman" else None))
-                except RuntimeError as e:
+                    if a.no_fresh_fs or name == "docker":
+                        d = work / f"{name}{i}"
+                        d.mkdir()
+                        results[name].append(timed(cmd(d), env=env))
+                    else:
+                        with FreshFs(work, f"{name}{i}") as d:
+                            results[name].append(timed(cmd(d), env=env))
+                            if name == "podman":
+                                subprocess.run(["podman", "--root", str(d / "podman"), "--runroot", prun(d),
+                                                "system", "reset", "-f"], capture_output=True, env=penv)
+                except (RuntimeError, subprocess.CalledProcessError) as e:
                     notes[name] = str(e)
                 if name == "docker":
                     subprocess.run(["docker", "rmi", "-f", "bench/load:1"], capture_output=True)
-                subprocess.run(["sync"])
         print(f"\nload of the archive, {a.iterations} runs each (s)   median      min   vs berth")
         base = statistics.median(results["berth"]) if results["berth"] else None
         for name, xs in results.items():
@@ -169,20 +267,28 @@ def main():
             med = statistics.median(xs)
             ratio = f"{med / base:.2f}x" if base else "-"
             print(f"  {name:8} {med:27.2f} {min(xs):8.2f} {ratio:>9}")
-        for missing in ("podman", "docker"):
-            if missing not in engines:
-                print(f"  {missing:8} not available")
+        if not docker:
+            print(f"  {'docker':8} not available (no daemon answers)")
+        if "podman" not in engines:
+            print(f"  {'podman':8} not installed")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({
-            "image": {"layers": nlayers, "unpacked_bytes": size, "archive_bytes": archive.stat().st_size, "id": image_id},
+            "image": {"layers": nlayers, "unpacked_bytes": size, "archive_bytes": archive.stat().st_size,
+                      "id": image_id, "base": a.base},
+            "fresh_fs": not a.no_fresh_fs,
             "iterations": a.iterations, "seconds": results, "failed": notes,
             "nproc": os.cpu_count(), "kernel": os.uname().release,
         }, indent=2))
         print(f"\nwrote {a.out}")
     finally:
-        for d in work.glob("podman*"):
-            subprocess.run(["podman", "--root", str(d), "--runroot", str(work / ("prun" + d.name[6:])), "system", "reset", "-f"],
-                           capture_output=True, env=dict(os.environ, CONTAINERS_CONF=str(work / "containers.conf")))
+        for d in sorted(work.glob("podman*")):
+            if d.is_dir() and not d.name.endswith(".mnt"):
+                subprocess.run(["podman", "--root", str(d / "podman"), "--runroot", prun(d), "system", "reset",
+                                "-f"], capture_output=True, env=dict(os.environ, CONTAINERS_CONF=str(work / "containers.conf")))
+        for r in Path("/run").glob("bbp-*"):
+            shutil.rmtree(r, ignore_errors=True)
+        for m in work.glob("*.mnt"):
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
