@@ -45,7 +45,7 @@ fn err<T>(pos: Pos, msg: impl Into<String>) -> Result<T, TemplateError> {
 
 const FUNCS: &[&str] = &[
     "json", "join", "upper", "lower", "title", "split", "truncate", "pad", "print", "println",
-    "len", "index", "eq", "ne", "not", "and", "or",
+    "len", "index", "eq", "ne", "not", "and", "or", "printf", "lt", "le", "gt", "ge", "slice",
 ];
 
 /// Functions that, when rendering a table header, return their (string)
@@ -1353,9 +1353,209 @@ impl Exec {
                 }
                 Ok(last)
             }
+            "printf" => {
+                let Some((f, rest)) = args.split_first() else {
+                    return err(
+                        pos,
+                        "wrong number of args for printf: want at least 1 got 0",
+                    );
+                };
+                st(sprintf(&s(f)?, rest))
+            }
+            "lt" | "le" | "gt" | "ge" => {
+                want(2)?;
+                let ord = compare(&args[0], &args[1]).ok_or_else(|| TemplateError {
+                    pos: Some(pos),
+                    message: format!(
+                        "error calling {name}: incompatible types for comparison: {} and {}",
+                        type_name(&args[0]),
+                        type_name(&args[1])
+                    ),
+                })?;
+                use std::cmp::Ordering::*;
+                let b = match name {
+                    "lt" => ord == Less,
+                    "le" => ord != Greater,
+                    "gt" => ord == Greater,
+                    _ => ord != Less,
+                };
+                Ok(V::Val(Value::Bool(b)))
+            }
+            "slice" => {
+                let Some((first, idx)) = args.split_first() else {
+                    return want(1).map(|_| V::Missing);
+                };
+                if idx.len() > 2 {
+                    return err(pos, "error calling slice: too many slice indexes");
+                }
+                let mut bounds = Vec::new();
+                for i in idx {
+                    bounds.push(int(i)?);
+                }
+                let cut = |len: usize| -> Result<(usize, usize), TemplateError> {
+                    let lo = bounds.first().copied().unwrap_or(0);
+                    let hi = bounds.get(1).copied().unwrap_or(len as i64);
+                    if lo < 0 || hi < lo || hi > len as i64 {
+                        return err(
+                            pos,
+                            format!("error calling slice: index out of range: {hi}"),
+                        );
+                    }
+                    Ok((lo as usize, hi as usize))
+                };
+                match first {
+                    V::Val(Value::String(x)) => {
+                        let (lo, hi) = cut(x.len())?;
+                        match x.get(lo..hi) {
+                            Some(sub) => st(sub.to_string()),
+                            None => err(pos, "error calling slice: not at a character boundary"),
+                        }
+                    }
+                    V::Val(Value::Array(a)) => {
+                        let (lo, hi) = cut(a.len())?;
+                        Ok(V::Val(Value::Array(a[lo..hi].to_vec())))
+                    }
+                    other => err(
+                        pos,
+                        format!(
+                            "error calling slice: can't slice item of type {}",
+                            type_name(other)
+                        ),
+                    ),
+                }
+            }
             _ => err(pos, format!("function {name:?} not defined")),
         }
     }
+}
+
+/// Order two values as Go's `lt` does: numbers with numbers, strings with
+/// strings.
+fn compare(a: &V, b: &V) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (V::Val(Value::Number(x)), V::Val(Value::Number(y))) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => Some(i.cmp(&j)),
+            _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        },
+        (V::Val(Value::String(x)), V::Val(Value::String(y))) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Go's fmt.Sprintf for the verbs templates use: %v %s %d %q %x %X %f %t %%,
+/// with flags `-`, `0`, width and precision. Missing arguments print as
+/// `%!v(MISSING)`, extra ones are appended as `%!(EXTRA …)`, as Go does.
+fn sprintf(f: &str, args: &[V]) -> String {
+    let mut out = String::new();
+    let mut chars = f.chars().peekable();
+    let mut next = 0usize;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let (mut left, mut zero) = (false, false);
+        while let Some(&fl) = chars.peek() {
+            match fl {
+                '-' => left = true,
+                '0' => zero = true,
+                '+' | ' ' | '#' => {}
+                _ => break,
+            }
+            chars.next();
+        }
+        let mut width = String::new();
+        while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            width.push(d);
+            chars.next();
+        }
+        let mut prec: Option<usize> = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            let mut p = String::new();
+            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                p.push(d);
+                chars.next();
+            }
+            prec = Some(p.parse().unwrap_or(0));
+        }
+        let Some(verb) = chars.next() else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let Some(arg) = args.get(next) else {
+            out.push_str(&format!("%!{verb}(MISSING)"));
+            continue;
+        };
+        next += 1;
+        let num = match arg {
+            V::Val(Value::Number(n)) => Some(n),
+            _ => None,
+        };
+        let mut body = match verb {
+            'd' => match num.and_then(|n| n.as_i64()) {
+                Some(i) => i.to_string(),
+                None => format!("%!d({})", text(arg)),
+            },
+            'x' | 'X' => {
+                let h = match num.and_then(|n| n.as_i64()) {
+                    Some(i) => format!("{i:x}"),
+                    None => text(arg).bytes().map(|b| format!("{b:02x}")).collect(),
+                };
+                if verb == 'X' {
+                    h.to_uppercase()
+                } else {
+                    h
+                }
+            }
+            'f' => match num.and_then(|n| n.as_f64()) {
+                Some(x) => format!("{x:.*}", prec.unwrap_or(6)),
+                None => format!("%!f({})", text(arg)),
+            },
+            'q' => serde_json::to_string(&text(arg)).unwrap_or_default(),
+            't' => match arg {
+                V::Val(Value::Bool(b)) => b.to_string(),
+                _ => format!("%!t({})", text(arg)),
+            },
+            's' | 'v' => {
+                let t = text(arg);
+                match prec {
+                    Some(p) if verb == 's' => t.chars().take(p).collect(),
+                    _ => t,
+                }
+            }
+            other => format!("%!{other}({})", text(arg)),
+        };
+        let w: usize = width.parse().unwrap_or(0);
+        let len = body.chars().count();
+        if len < w {
+            let fill = w - len;
+            if left {
+                body.push_str(&" ".repeat(fill));
+            } else if zero && matches!(verb, 'd' | 'f' | 'x' | 'X') {
+                let (sign, digits) = match body.strip_prefix('-') {
+                    Some(d) => ("-", d.to_string()),
+                    None => ("", body.clone()),
+                };
+                body = format!("{sign}{}{digits}", "0".repeat(fill));
+            } else {
+                body = format!("{}{body}", " ".repeat(fill));
+            }
+        }
+        out.push_str(&body);
+    }
+    if next < args.len() {
+        let extra: Vec<String> = args[next..]
+            .iter()
+            .map(|a| format!("{}={}", type_name(a), text(a)))
+            .collect();
+        out.push_str(&format!("%!(EXTRA {})", extra.join(", ")));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1371,6 +1571,43 @@ mod tests {
             },
             Err(e) => panic!("parse {src:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn printf_comparisons_and_slice() {
+        let d = json!({"Name": "berth", "Size": 1234, "Tags": ["a", "b", "c"], "Ratio": 0.5});
+        assert_eq!(
+            r("{{printf \"%-8s|%5d|%05d\" .Name .Size .Size}}", d.clone()),
+            "berth   | 1234|01234"
+        );
+        assert_eq!(
+            r(
+                "{{printf \"%q %v %.2f %x %%\" .Name .Tags .Ratio .Size}}",
+                d.clone()
+            ),
+            "\"berth\" [a b c] 0.50 4d2 %"
+        );
+        assert_eq!(
+            r("{{printf \"%s %s\" .Name}}", d.clone()),
+            "berth %!s(MISSING)"
+        );
+        assert_eq!(
+            r(
+                "{{if lt .Size 2000}}small{{end}} {{if ge .Size 1234}}ge{{end}} {{gt .Name \"a\"}}",
+                d.clone()
+            ),
+            "small ge true"
+        );
+        assert_eq!(r("{{le 1 1}} {{lt 2 1}}", d.clone()), "true false");
+        assert_eq!(
+            r(
+                "{{slice .Name 1 3}} {{slice .Name 2}} {{slice .Tags 1}}",
+                d.clone()
+            ),
+            "er rth [b c]"
+        );
+        assert!(render_err("{{lt .Name 1}}", d.clone()).contains("incompatible types"));
+        assert!(render_err("{{slice .Name 2 9}}", d).contains("out of range"));
     }
 
     fn parse_err(src: &str) -> String {
