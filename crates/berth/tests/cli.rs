@@ -629,6 +629,72 @@ fn load_archives_saved_by_podman_keeping_the_image_id() {
             "from podman\n"
         );
     }
+    // skopeo copies podman's archive into an OCI layout (layers gzipped);
+    // tarred up, it loads with the same image ID, and its ref name tag.
+    let layout = d.join("layout");
+    let o = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-compress",
+            &format!("docker-archive:{}", d.join("docker-archive.tar").display()),
+            &format!("oci:{}:skopeo/copied:2", layout.display()),
+        ])
+        .output()
+        .expect("skopeo (scripts/setup.sh installs it)");
+    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+    let oci_tar = d.join("skopeo.tar");
+    assert!(Command::new("tar")
+        .args([
+            "-C",
+            layout.to_str().unwrap(),
+            "-cf",
+            oci_tar.to_str().unwrap(),
+            "."
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let other = d.join("skopeo-store");
+    let other = other.to_str().unwrap();
+    let o = berth(&["--root", other, "load", "-i", oci_tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "Loaded image: skopeo/copied:2\n");
+    let v: serde_json::Value = serde_json::from_slice(
+        &berth(&["--root", other, "image", "inspect", "skopeo/copied:2"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        v[0]["Id"].as_str().map(|s| s.trim_start_matches("sha256:")),
+        Some(id.trim_start_matches("sha256:"))
+    );
+    // The manifest skopeo wrote (gzip layers) is kept: its digest is the
+    // image's RepoDigest-to-be, so it must survive.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let saved = d.join("resaved.tar");
+    let o = berth(&[
+        "--root",
+        other,
+        "save",
+        "-o",
+        saved.to_str().unwrap(),
+        "skopeo/copied:2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let listing = Command::new("tar")
+        .args(["-tf", saved.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        text(&listing.stdout).contains(&format!("blobs/sha256/{}", &manifest_digest[7..])),
+        "{}",
+        text(&listing.stdout)
+    );
 }
 
 #[test]
@@ -880,4 +946,174 @@ fn images_and_inspect_format_go_templates() {
         "{}",
         text(&o.stderr)
     );
+}
+
+/// A docker-archive of `layers` layers, each with `files` small files and
+/// one larger one, written with GNU tar from a directory tree.
+fn many_file_archive(d: &std::path::Path, layers: usize, files: usize) -> std::path::PathBuf {
+    let arch = d.join("arch-src");
+    let mut diff_ids = Vec::new();
+    let mut names = Vec::new();
+    for l in 0..layers {
+        let tree = d.join(format!("tree{l}"));
+        for f in 0..files {
+            let p = tree.join(format!("l{l}/d{}/f{f}", f / 50));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("layer {l} file {f}\n").repeat(20)).unwrap();
+        }
+        std::fs::write(tree.join(format!("l{l}/big")), vec![l as u8 + 1; 4 << 20]).unwrap();
+        let name = format!("layer{l}/layer.tar");
+        std::fs::create_dir_all(arch.join(format!("layer{l}"))).unwrap();
+        let out = arch.join(&name);
+        assert!(Command::new("tar")
+            .args(["--numeric-owner", "--sort=name", "-C"])
+            .arg(&tree)
+            .args(["-cf"])
+            .arg(&out)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        let bytes = std::fs::read(&out).unwrap();
+        use sha2::Digest as _;
+        diff_ids.push(format!("sha256:{:x}", sha2::Sha256::digest(&bytes)));
+        names.push(name);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    std::fs::write(arch.join("config.json"), config.to_string()).unwrap();
+    let manifest = serde_json::json!([{"Config": "config.json", "RepoTags": ["killed/load:1"], "Layers": names}]);
+    std::fs::write(arch.join("manifest.json"), manifest.to_string()).unwrap();
+    let tarball = d.join("many.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&arch)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    tarball
+}
+
+#[test]
+fn a_load_killed_at_any_moment_leaves_a_readable_store() {
+    if !need_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tarball = many_file_archive(d, 4, 400);
+    let root = d.join("store");
+    let root = root.to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_berth");
+    // How long a whole load takes here, to kill at points all through it.
+    let scratch = d.join("scratch");
+    let t0 = std::time::Instant::now();
+    let o = berth(&[
+        "--root",
+        scratch.to_str().unwrap(),
+        "load",
+        "-q",
+        "-i",
+        tarball.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let full = t0.elapsed().as_millis() as u64;
+    let mut completed = 0;
+    for delay_ms in (0..12u64).map(|k| full * k / 10) {
+        let mut child = Command::new(bin)
+            .args([
+                "--root",
+                root,
+                "load",
+                "-q",
+                "-i",
+                tarball.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            completed += 1;
+        }
+        // Whatever moment it died at, the next commands read the store.
+        let o = berth(&["--root", root, "images"]);
+        assert!(
+            o.status.success(),
+            "after {delay_ms} ms: {}",
+            text(&o.stderr)
+        );
+        let listed = text(&o.stdout).contains("killed/load");
+        if listed {
+            // A listed image is complete: it saves, from its files.
+            let o = berth(&[
+                "--root",
+                root,
+                "save",
+                "-o",
+                d.join("s.tar").to_str().unwrap(),
+                "killed/load:1",
+            ]);
+            assert!(
+                o.status.success(),
+                "after {delay_ms} ms: {}",
+                text(&o.stderr)
+            );
+        }
+        let o = berth(&["--root", root, "image", "rm", "killed/load:1"]);
+        assert!(o.status.success() || !listed, "{}", text(&o.stderr));
+    }
+    // A full load after all that works, and the image comes back byte for byte.
+    let o = berth(&["--root", root, "load", "-i", tarball.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let saved = d.join("after.tar");
+    let o = berth(&[
+        "--root",
+        root,
+        "save",
+        "-o",
+        saved.to_str().unwrap(),
+        "killed/load:1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let other = d.join("other");
+    let o = berth(&[
+        "--root",
+        other.to_str().unwrap(),
+        "load",
+        "-i",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Removing everything leaves no layer, blob or temp dir behind.
+    let o = berth(&["--root", root, "image", "prune", "-a", "-f"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let left = |sub: &str| -> Vec<String> {
+        std::fs::read_dir(std::path::Path::new(root).join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".tmp" && n != "sha256")
+            .collect()
+    };
+    assert_eq!(left("layers"), Vec::<String>::new());
+    assert!(
+        std::fs::read_dir(std::path::Path::new(root).join("layers/.tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(
+        std::fs::read_dir(std::path::Path::new(root).join("blobs/sha256"))
+            .map(|mut r| r.next().is_none())
+            .unwrap_or(true)
+    );
+    eprintln!("a load takes {full} ms; {completed} of 12 killed loads had finished");
 }
