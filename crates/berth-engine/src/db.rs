@@ -34,6 +34,8 @@ pub enum DbError {
     },
     #[error("no such image: {0}")]
     NoImage(String),
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse { name: String, id: String },
 }
 
 /// The schema, one entry per version; a database at version N runs the
@@ -77,6 +79,27 @@ const MIGRATIONS: &[&str] = &[
     // 2: layers found by diff ID (a layer's tar can be given back from any
     // unpacked copy of it).
     "CREATE INDEX layers_by_diff_id ON layers(diff_id);",
+    // 3: containers.
+    "CREATE TABLE containers (
+        id TEXT PRIMARY KEY,            -- 64 hex digits
+        name TEXT NOT NULL UNIQUE,      -- without Docker's leading /
+        image_id TEXT NOT NULL,         -- the image it was created from
+        image TEXT NOT NULL,            -- the image as the user named it
+        config TEXT NOT NULL,           -- ContainerConfig, JSON
+        command TEXT NOT NULL,          -- the resolved args, JSON array
+        created TEXT NOT NULL,          -- RFC 3339, nanoseconds
+        state TEXT NOT NULL,            -- created|running|paused|restarting|exited|dead|removing
+        pid INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER NOT NULL DEFAULT 0,
+        oom_killed INTEGER NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '',
+        started_at TEXT NOT NULL DEFAULT '',
+        finished_at TEXT NOT NULL DEFAULT '',
+        restart_count INTEGER NOT NULL DEFAULT 0,
+        monitor_pid INTEGER NOT NULL DEFAULT 0,
+        generation INTEGER NOT NULL DEFAULT 0  -- bumped by every start
+    );
+    CREATE INDEX containers_by_image ON containers(image_id);",
 ];
 
 /// An image as the store knows it.
@@ -96,6 +119,29 @@ pub struct ImageRecord {
     pub blobs: Vec<Digest>,
     /// Its tags, normalised references.
     pub tags: Vec<String>,
+}
+
+/// A container as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub image_id: String,
+    pub image: String,
+    /// [`crate::config::ContainerConfig`] as JSON.
+    pub config: String,
+    pub command: Vec<String>,
+    pub created: String,
+    pub state: String,
+    pub pid: i64,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub restart_count: i64,
+    pub monitor_pid: i64,
+    pub generation: i64,
 }
 
 /// An unpacked layer as the store knows it.
@@ -517,6 +563,145 @@ impl Db {
             out.push(self.digest("layers.chain_id", r.map_err(|e| self.err(e))?)?);
         }
         Ok(out)
+    }
+
+    /// Add a container; a name in use is [`DbError::NameInUse`].
+    pub fn insert_container(&self, c: &ContainerRecord) -> Result<(), DbError> {
+        let r = self.conn.execute(
+            "INSERT INTO containers (id, name, image_id, image, config, command, created, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                c.id,
+                c.name,
+                c.image_id,
+                c.image,
+                c.config,
+                serde_json::to_string(&c.command).unwrap_or_else(|_| "[]".into()),
+                c.created,
+                c.state
+            ],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation
+                    && msg.contains("containers.name") =>
+            {
+                let holder = self
+                    .container_by_name(&c.name)?
+                    .map(|h| h.id)
+                    .unwrap_or_default();
+                Err(DbError::NameInUse {
+                    name: c.name.clone(),
+                    id: holder,
+                })
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    const CONTAINER_COLUMNS: &'static str =
+        "id, name, image_id, image, config, command, created, state, pid, exit_code,
+         oom_killed, error, started_at, finished_at, restart_count, monitor_pid, generation";
+
+    fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
+        let command: String = r.get(5)?;
+        Ok(ContainerRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            image_id: r.get(2)?,
+            image: r.get(3)?,
+            config: r.get(4)?,
+            command: serde_json::from_str(&command).unwrap_or_default(),
+            created: r.get(6)?,
+            state: r.get(7)?,
+            pid: r.get(8)?,
+            exit_code: r.get(9)?,
+            oom_killed: r.get::<_, i64>(10)? != 0,
+            error: r.get(11)?,
+            started_at: r.get(12)?,
+            finished_at: r.get(13)?,
+            restart_count: r.get(14)?,
+            monitor_pid: r.get(15)?,
+            generation: r.get(16)?,
+        })
+    }
+
+    fn containers_where(&self, clause: &str, arg: &str) -> Result<Vec<ContainerRecord>, DbError> {
+        let sql = format!(
+            "SELECT {} FROM containers {clause} ORDER BY created DESC, id",
+            Self::CONTAINER_COLUMNS
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = if clause.contains("?1") {
+            stmt.query_map([arg], Self::container_row)
+        } else {
+            stmt.query_map([], Self::container_row)
+        }
+        .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every container, newest first.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, DbError> {
+        self.containers_where("", "")
+    }
+
+    pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, DbError> {
+        Ok(self.containers_where("WHERE id = ?1", id)?.pop())
+    }
+
+    pub fn container_by_name(&self, name: &str) -> Result<Option<ContainerRecord>, DbError> {
+        Ok(self.containers_where("WHERE name = ?1", name)?.pop())
+    }
+
+    /// Containers whose ID starts with `prefix` (hex only).
+    pub fn containers_by_prefix(&self, prefix: &str) -> Result<Vec<ContainerRecord>, DbError> {
+        if !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        self.containers_where("WHERE id LIKE ?1 || '%'", prefix)
+    }
+
+    /// How many containers were made from the image.
+    pub fn containers_using(&self, image_id: &str) -> Result<Vec<ContainerRecord>, DbError> {
+        self.containers_where("WHERE image_id = ?1", image_id)
+    }
+
+    /// Write a container's run state (everything but its identity and
+    /// configuration).
+    pub fn update_container(&self, c: &ContainerRecord) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "UPDATE containers SET state = ?2, pid = ?3, exit_code = ?4, oom_killed = ?5,
+                 error = ?6, started_at = ?7, finished_at = ?8, restart_count = ?9,
+                 monitor_pid = ?10, generation = ?11, name = ?12 WHERE id = ?1",
+                params![
+                    c.id,
+                    c.state,
+                    c.pid,
+                    c.exit_code,
+                    c.oom_killed as i64,
+                    c.error,
+                    c.started_at,
+                    c.finished_at,
+                    c.restart_count,
+                    c.monitor_pid,
+                    c.generation,
+                    c.name
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forget a container.
+    pub fn delete_container(&self, id: &str) -> Result<bool, DbError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM containers WHERE id = ?1", [id])
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
     }
 
     /// Whether the layer is known.

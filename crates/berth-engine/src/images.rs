@@ -626,6 +626,51 @@ impl ImageStore {
             .map(|r| r.to_string())
             .filter(|r| img.tags.contains(r));
         let mut out = Vec::new();
+        let users = self.db.containers_using(&img.id.to_string())?;
+        if let Some(c) = users.first() {
+            let running = users
+                .iter()
+                .find(|c| matches!(c.state.as_str(), "running" | "paused" | "restarting"));
+            let last_tag = by_tag.is_none() || img.tags.len() <= 1;
+            match (&by_tag, force, running) {
+                (Some(_), false, _) if last_tag => {
+                    return Err(ImageError::Conflict(format!(
+                        "unable to remove repository reference \"{}\" (must force) - container {} is using its referenced image {}",
+                        name, &c.id[..12], img.id.short()
+                    )));
+                }
+                (None, false, _) => {
+                    let which = if running.is_some() {
+                        "running"
+                    } else {
+                        "stopped"
+                    };
+                    return Err(ImageError::Conflict(format!(
+                        "unable to delete {} (must be forced) - image is being used by {which} container {}",
+                        img.id.short(), &running.unwrap_or(c).id[..12]
+                    )));
+                }
+                (_, true, Some(r)) if last_tag => {
+                    return Err(ImageError::Conflict(format!(
+                        "unable to delete {} (cannot be forced) - image is being used by running container {}",
+                        img.id.short(), &r.id[..12]
+                    )));
+                }
+                (_, true, None) if last_tag => {
+                    // Forced with stopped users: untag, keep the image.
+                    let tags = match &by_tag {
+                        Some(t) => vec![t.clone()],
+                        None => img.tags.clone(),
+                    };
+                    for t in tags {
+                        self.db.untag(&t)?;
+                        out.push(Removal::Untagged(t));
+                    }
+                    return Ok(out);
+                }
+                _ => {}
+            }
+        }
         if let Some(tag) = &by_tag {
             if img.tags.len() > 1 {
                 self.db.untag(tag)?;
@@ -654,6 +699,9 @@ impl ImageStore {
         let mut freed = 0u64;
         for img in self.db.images()? {
             if !all && !img.tags.is_empty() {
+                continue;
+            }
+            if !self.db.containers_using(&img.id.to_string())?.is_empty() {
                 continue;
             }
             for t in &img.tags {

@@ -8,9 +8,14 @@
 
 pub mod archive;
 pub mod changes;
+pub mod config;
+pub mod containers;
 pub mod db;
 pub mod images;
+pub mod monitor_proto;
 pub mod save;
+pub mod seccomp_default;
+pub mod spec;
 #[cfg(test)]
 mod testutil;
 

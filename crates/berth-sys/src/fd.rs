@@ -184,3 +184,26 @@ pub fn start_writeback(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Take ownership of a descriptor this process inherited across exec
+/// (passed by number, as a parent hands a pipe to a child it starts). The
+/// descriptor is duplicated into a new close-on-exec one that is returned,
+/// and the inherited number is closed. Call it early in `main`, once per
+/// number, before anything else in the process could have adopted it.
+pub fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor table and makes a
+    // new descriptor, which we own from here on.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just made by fcntl and is owned by nothing else.
+    let owned = unsafe { OwnedFd::from_raw_fd(new) };
+    // SAFETY: the inherited number is, by this function's contract, owned
+    // by nothing in this process; after the dup it is not needed.
+    unsafe { libc::close(fd) };
+    Ok(owned)
+}

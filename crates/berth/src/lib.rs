@@ -2,10 +2,12 @@
 //! wiring of the libraries. Both binaries (`berth`, `berth-runtime`) are
 //! thin entry points over this crate.
 
+pub mod containers_cli;
 pub mod gotmpl;
 pub mod human;
 pub mod images_cli;
 pub mod logging;
+pub mod monitor;
 pub mod progress;
 pub mod runtime_cli;
 pub mod wait;

@@ -1,6 +1,6 @@
 //! `berth`: the Docker-compatible container engine's command line.
 
-use berth::images_cli;
+use berth::{containers_cli, images_cli};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,6 +21,9 @@ struct Cli {
         default_value = "/var/lib/berth"
     )]
     root: PathBuf,
+    /// Root of berth's volatile state (running containers); one per --root by default
+    #[arg(long = "run-root", global = true, env = "BERTH_RUN_ROOT")]
+    run_root: Option<PathBuf>,
     /// Log level: debug, info, warn, error
     #[arg(long = "log-level", global = true, default_value = "warn")]
     log_level: String,
@@ -30,6 +33,37 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(Box<containers_cli::RunArgs>),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(Box<containers_cli::CreateArgs>),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(NamesArgs),
+    /// Return low-level information on berth objects
+    Inspect(InspectArgs),
+    /// Execute a command in a running container
+    Exec(Box<containers_cli::ExecArgs>),
+    /// Manage containers
+    Container {
+        #[command(subcommand)]
+        cmd: ContainerCmd,
+    },
     /// List images
     Images(ImagesArgs),
     /// Manage images
@@ -56,6 +90,159 @@ enum Cmd {
     },
     /// Show the berth version information
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCmd {
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(Box<containers_cli::RunArgs>),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(Box<containers_cli::CreateArgs>),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Remove one or more containers
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// List containers
+    #[command(alias = "list", alias = "ps")]
+    Ls(PsArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(NamesArgs),
+    /// Display detailed information on one or more containers
+    Inspect(InspectArgs),
+    /// Execute a command in a running container
+    Exec(Box<containers_cli::ExecArgs>),
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach container's STDIN
+    #[arg(short, long)]
+    interactive: bool,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short, long, allow_hyphen_values = true)]
+    time: Option<i64>,
+    /// Signal to send to the container
+    #[arg(short, long)]
+    signal: Option<String>,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short, long)]
+    force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short, long)]
+    volumes: bool,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct NamesArgs {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long)]
+    last: Option<usize>,
+    /// Show the latest created container (includes all states)
+    #[arg(short, long)]
+    latest: bool,
+    /// Display total file sizes
+    #[arg(short, long)]
+    size: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Format output using a Go template (not yet for ps)
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs
+    #[arg(short = 'n', long)]
+    tail: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Show logs since timestamp or relative (accepted)
+    #[arg(long)]
+    since: Option<String>,
+    /// Show logs before a timestamp or relative (accepted)
+    #[arg(long)]
+    until: Option<String>,
+    /// Container
+    container: String,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// Format output using a Go template (or 'json')
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Only inspect objects of this type (container, image)
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// Display total file sizes (accepted)
+    #[arg(short, long)]
+    size: bool,
+    /// Names or IDs
+    #[arg(required = true)]
+    names: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,7 +382,30 @@ struct ImagesArgs {
 }
 
 const COMMANDS: &[&str] = &[
-    "images", "image", "rmi", "tag", "runtime", "version", "help",
+    "images",
+    "image",
+    "rmi",
+    "tag",
+    "runtime",
+    "version",
+    "help",
+    "history",
+    "import",
+    "load",
+    "save",
+    "run",
+    "create",
+    "start",
+    "stop",
+    "restart",
+    "kill",
+    "rm",
+    "ps",
+    "logs",
+    "wait",
+    "inspect",
+    "container",
+    "exec",
 ];
 
 fn main() {
@@ -240,7 +450,156 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.cmd {
+    let run_root = cli
+        .run_root
+        .clone()
+        .unwrap_or_else(|| containers_cli::default_run_root(&cli.root));
+    let paths = || -> anyhow::Result<berth_engine::containers::Paths> {
+        let exe = std::env::current_exe()?;
+        Ok(berth_engine::containers::Paths {
+            root: cli.root.clone(),
+            run_root: run_root.clone(),
+            monitor: exe.with_file_name("berth-monitor"),
+            berth: containers_cli::self_command(&cli.root, &run_root),
+        })
+    };
+    let cmd = match cli.cmd {
+        Cmd::Container { cmd } => match cmd {
+            ContainerCmd::Run(a) => Cmd::Run(a),
+            ContainerCmd::Create(a) => Cmd::Create(a),
+            ContainerCmd::Start(a) => Cmd::Start(a),
+            ContainerCmd::Stop(a) => Cmd::Stop(a),
+            ContainerCmd::Restart(a) => Cmd::Restart(a),
+            ContainerCmd::Kill(a) => Cmd::Kill(a),
+            ContainerCmd::Rm(a) => Cmd::Rm(a),
+            ContainerCmd::Ls(a) => Cmd::Ps(a),
+            ContainerCmd::Logs(a) => Cmd::Logs(a),
+            ContainerCmd::Wait(a) => Cmd::Wait(a),
+            ContainerCmd::Exec(a) => Cmd::Exec(a),
+            ContainerCmd::Inspect(mut a) => {
+                a.kind = Some("container".into());
+                Cmd::Inspect(a)
+            }
+        },
+        other => other,
+    };
+    match cmd {
+        Cmd::Container { .. } => unreachable_container(),
+        Cmd::Run(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::run(&mut store, &paths()?, &a))
+        }
+        Cmd::Create(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::create(&mut store, &paths()?, &a))
+        }
+        Cmd::Start(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::start(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                a.attach,
+                a.interactive,
+            ))
+        }
+        Cmd::Stop(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            let _ = &a.signal;
+            Ok(containers_cli::each(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                |s, p, rec| {
+                    berth_engine::containers::stop(s, p, rec, a.time)?;
+                    Ok(None)
+                },
+            ))
+        }
+        Cmd::Restart(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::each(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                |s, p, rec| {
+                    let rec = berth_engine::containers::stop(s, p, rec, a.time)?;
+                    berth_engine::containers::start(s, p, rec, false)?;
+                    Ok(None)
+                },
+            ))
+        }
+        Cmd::Kill(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            let sig = berth_runtime::signal::parse(&a.signal)
+                .map_err(|_| anyhow::anyhow!("invalid signal: {}", a.signal))?;
+            Ok(containers_cli::each(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                |_, p, rec| {
+                    berth_engine::containers::kill(p, &rec, sig)?;
+                    Ok(None)
+                },
+            ))
+        }
+        Cmd::Rm(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            let _ = a.volumes;
+            Ok(containers_cli::each(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                |s, p, rec| {
+                    berth_engine::containers::remove(s, p, rec, a.force)?;
+                    Ok(None)
+                },
+            ))
+        }
+        Cmd::Wait(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::each(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                |s, p, rec| Ok(Some(containers_cli::wait_one(s, p, rec)?)),
+            ))
+        }
+        Cmd::Ps(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            let _ = (a.size, &a.format);
+            let last = if a.latest { Some(1) } else { a.last };
+            containers_cli::ps(
+                &mut store,
+                &paths()?,
+                a.all,
+                a.quiet,
+                a.no_trunc,
+                last,
+                &a.filter,
+            )
+        }
+        Cmd::Logs(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            let _ = (&a.since, &a.until);
+            containers_cli::logs(
+                &mut store,
+                &paths()?,
+                &a.container,
+                a.follow,
+                a.tail.as_deref(),
+                a.timestamps,
+            )
+        }
+        Cmd::Exec(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::exec(&mut store, &paths()?, &a))
+        }
+        Cmd::Inspect(a) => {
+            let _ = a.size;
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            inspect(&mut store, &paths()?, &a)
+        }
         Cmd::Version => {
             println!("berth version {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
@@ -331,6 +690,62 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             images_cli::prune(&mut store, all, force)
         }
     }
+}
+
+fn unreachable_container() -> anyhow::Result<i32> {
+    anyhow::bail!("internal: container subcommand not dispatched")
+}
+
+/// `inspect`: containers first, then images, as Docker looks them up.
+fn inspect(
+    store: &mut berth_engine::ImageStore,
+    paths: &berth_engine::containers::Paths,
+    a: &InspectArgs,
+) -> anyhow::Result<i32> {
+    let kind = a.kind.as_deref();
+    if kind == Some("image") {
+        return images_cli::inspect(store, &a.names, a.format.as_deref());
+    }
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in &a.names {
+        match berth_engine::containers::find(store, paths, n) {
+            Ok(c) => out.push(containers_cli::inspect_json(paths, &c)),
+            Err(_) if kind != Some("container") => match store.find_stored(n) {
+                Ok(_) => {
+                    let c =
+                        images_cli::inspect(store, std::slice::from_ref(n), a.format.as_deref())?;
+                    code = code.max(c);
+                }
+                Err(_) => {
+                    eprintln!("Error: No such object: {n}");
+                    code = 1;
+                }
+            },
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    if out.is_empty() {
+        return Ok(code);
+    }
+    match a.format.as_deref() {
+        None | Some("json") => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::Value::Array(out))?
+            );
+        }
+        Some(f) => {
+            let t = berth::gotmpl::parse(f)?;
+            for v in &out {
+                println!("{}", t.render(v)?);
+            }
+        }
+    }
+    Ok(code)
 }
 
 /// `runtime` is dispatched before parsing; reaching it here means it was

@@ -1,0 +1,936 @@
+//! Containers: records in the store, their directories, and their life
+//! (create, start through a monitor, stop, kill, remove), kept consistent
+//! with what their monitors report.
+//!
+//! A container's persistent directory (`<root>/containers/<id>/`) holds its
+//! overlay upper and work dirs, the `merged` mount point, the files bound at
+//! /etc/hostname, /etc/hosts and /etc/resolv.conf, the OCI `config.json`
+//! (written at each start: the spec is generated then, as Docker does) and
+//! the json-file log. Its run directory (`<run-root>/containers/<id>/`)
+//! holds what lives only while it runs: the monitor's `state.json` and
+//! attach socket. The runtime's own state is under `<run-root>/runtime`.
+//!
+//! The row is written first (it reserves the name), then the directories;
+//! a failure in between removes both. The monitor is the truth while a
+//! container runs; [`refresh`] copies its `state.json` into the row, and
+//! marks the container exited when its monitor died.
+
+use crate::config::{ContainerConfig, NetworkMode};
+use crate::db::{ContainerRecord, DbError};
+use crate::images::{ImageError, ImageStore};
+use crate::monitor_proto::{self as proto, Kind, MonitorArgs, MonitorState};
+use crate::spec;
+use berth_image::overlay;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The container could not be started; `code` is Docker's exit code
+    /// class (125 engine, 126 cannot invoke, 127 not found).
+    #[error("{msg}")]
+    Start { code: i32, msg: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ContainerError {
+    /// The exit code `berth` returns for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ContainerError::Start { code, .. } => *code,
+            _ => 125,
+        }
+    }
+}
+
+pub type Result<T, E = ContainerError> = std::result::Result<T, E>;
+
+fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ContainerError + 'a {
+    move |source| ContainerError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where containers live.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `--root`.
+    pub root: PathBuf,
+    /// `--run-root`.
+    pub run_root: PathBuf,
+    /// The `berth-monitor` binary.
+    pub monitor: PathBuf,
+    /// The command that removes a container for the monitor (`--rm`):
+    /// the `berth` binary and its global flags.
+    pub berth: Vec<String>,
+}
+
+impl Paths {
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.run_root.join("containers").join(id)
+    }
+
+    pub fn runtime_root(&self) -> PathBuf {
+        self.run_root.join("runtime")
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join(format!("{id}-json.log"))
+    }
+
+    pub fn rootfs(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("merged")
+    }
+}
+
+/// States, as Docker names them.
+pub mod state {
+    pub const CREATED: &str = "created";
+    pub const RUNNING: &str = "running";
+    pub const PAUSED: &str = "paused";
+    pub const RESTARTING: &str = "restarting";
+    pub const EXITED: &str = "exited";
+    pub const DEAD: &str = "dead";
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// A new container ID: 64 random hex digits.
+fn new_id() -> Result<String> {
+    let mut b = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(io("reading", Path::new("/dev/urandom")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+const ADJECTIVES: &[&str] = &[
+    "agile", "bold", "brave", "bright", "calm", "clever", "cool", "crisp", "eager", "fair",
+    "fancy", "gentle", "happy", "jolly", "keen", "kind", "lively", "lucid", "merry", "modest",
+    "nimble", "noble", "patient", "plucky", "proud", "quick", "quiet", "rapid", "serene", "sharp",
+    "shiny", "smart", "steady", "sunny", "swift", "tender", "tidy", "vivid", "warm", "wise",
+    "witty", "zealous",
+];
+
+const NAMES: &[&str] = &[
+    "agnesi",
+    "archimedes",
+    "babbage",
+    "bohr",
+    "boole",
+    "curie",
+    "darwin",
+    "dijkstra",
+    "einstein",
+    "euclid",
+    "euler",
+    "faraday",
+    "fermat",
+    "feynman",
+    "gauss",
+    "goodall",
+    "hopper",
+    "hypatia",
+    "kepler",
+    "knuth",
+    "lamarr",
+    "lovelace",
+    "maxwell",
+    "meitner",
+    "mendel",
+    "newton",
+    "noether",
+    "pascal",
+    "planck",
+    "ramanujan",
+    "ritchie",
+    "shannon",
+    "tesla",
+    "thompson",
+    "turing",
+    "volta",
+    "wozniak",
+    "yalow",
+];
+
+/// A Docker-style random name (`adjective_scientist`).
+fn random_name(seed: &str) -> String {
+    let n = u64::from_str_radix(&seed[..12], 16).unwrap_or(0);
+    let a = ADJECTIVES[(n % ADJECTIVES.len() as u64) as usize];
+    let b = NAMES[((n >> 20) % NAMES.len() as u64) as usize];
+    format!("{a}_{b}")
+}
+
+/// Docker's rule for container names.
+pub fn validate_name(name: &str) -> Result<()> {
+    let name = name.strip_prefix('/').unwrap_or(name);
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok_first || !ok_rest || name.len() < 2 || name.len() > 255 {
+        let shown: String = name
+            .chars()
+            .take(64)
+            .collect::<String>()
+            .escape_debug()
+            .to_string();
+        let more = if name.chars().count() > 64 { "…" } else { "" };
+        return Err(ContainerError::Invalid(format!(
+            "Invalid container name ({shown}{more}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// A container's configuration as stored.
+pub fn config_of(rec: &ContainerRecord) -> Result<ContainerConfig> {
+    serde_json::from_str(&rec.config)
+        .map_err(|e| ContainerError::Invalid(format!("container {}: bad config: {e}", rec.id)))
+}
+
+/// The image defaults of an image by ID.
+fn image_defaults(images: &ImageStore, image_id: &str) -> Result<spec::ImageDefaults> {
+    let id: berth_image::digest::Digest = image_id
+        .parse()
+        .map_err(|e| ContainerError::Invalid(format!("image id {image_id}: {e}")))?;
+    let bytes = images
+        .blobs
+        .read_all(&id, berth_image::manifest::MAX_CONFIG_SIZE as u64)
+        .map_err(ImageError::from)?;
+    let cfg = berth_image::manifest::parse_config(&bytes).map_err(ImageError::from)?;
+    Ok(spec::ImageDefaults::from_config(&cfg))
+}
+
+/// Hold a container's lock (start, stop, remove one at a time).
+fn lock(paths: &Paths, id: &str) -> Result<Flock<File>> {
+    let p = paths.container_dir(id).join(".lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io("opening", &p))?;
+    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| ContainerError::Io {
+        what: "locking",
+        path: p,
+        source: e.into(),
+    })
+}
+
+/// `create`: the row (reserving the name), then the directories.
+pub fn create(
+    images: &mut ImageStore,
+    paths: &Paths,
+    cfg: ContainerConfig,
+    name: Option<&str>,
+) -> Result<ContainerRecord> {
+    if let Some(n) = name {
+        validate_name(n)?;
+    }
+    let image = images.find(&cfg.image)?;
+    let defaults = image_defaults(images, &image.id.to_string())?;
+    let command = spec::command(&cfg, &defaults)?;
+    let id = new_id()?;
+    let name = match name {
+        Some(n) => n.strip_prefix('/').unwrap_or(n).to_string(),
+        None => random_name(&id),
+    };
+    let rec = ContainerRecord {
+        id: id.clone(),
+        name,
+        image_id: image.id.to_string(),
+        image: cfg.image.clone(),
+        config: serde_json::to_string(&cfg).map_err(|e| ContainerError::Invalid(e.to_string()))?,
+        command,
+        created: now(),
+        state: state::CREATED.into(),
+        ..Default::default()
+    };
+    match images.db.insert_container(&rec) {
+        Ok(()) => {}
+        // A random name that is taken: another one.
+        Err(DbError::NameInUse { .. }) if name_was_random(&rec) => {
+            let mut again = rec.clone();
+            again.name = format!("{}_{}", rec.name, &id[..6]);
+            images.db.insert_container(&again)?;
+            return finish_create(images, paths, again, &cfg);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    finish_create(images, paths, rec, &cfg)
+}
+
+fn name_was_random(rec: &ContainerRecord) -> bool {
+    rec.name == random_name(&rec.id)
+}
+
+fn finish_create(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    cfg: &ContainerConfig,
+) -> Result<ContainerRecord> {
+    match make_dirs(paths, &rec, cfg) {
+        Ok(()) => Ok(rec),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(paths.container_dir(&rec.id));
+            let _ = images.db.delete_container(&rec.id);
+            Err(e)
+        }
+    }
+}
+
+fn make_dirs(paths: &Paths, rec: &ContainerRecord, cfg: &ContainerConfig) -> Result<()> {
+    let dir = paths.container_dir(&rec.id);
+    for sub in ["upper", "work", "merged"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
+    }
+    let hostname = cfg
+        .hostname
+        .clone()
+        .unwrap_or_else(|| rec.id[..12].to_string());
+    let files = [
+        ("hostname", format!("{hostname}\n")),
+        ("hosts", hosts_file(&hostname, &cfg.network)),
+        ("resolv.conf", resolv_conf(&cfg.network)),
+    ];
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(io("writing", &p))?;
+    }
+    Ok(())
+}
+
+fn hosts_file(hostname: &str, net: &NetworkMode) -> String {
+    if *net == NetworkMode::Host {
+        if let Ok(h) = std::fs::read_to_string("/etc/hosts") {
+            return h;
+        }
+    }
+    let _ = hostname;
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
+}
+
+/// The host's resolv.conf; without host networking, without loopback
+/// name servers (they would not answer inside the container).
+fn resolv_conf(net: &NetworkMode) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if *net == NetworkMode::Host {
+        return host;
+    }
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let t = line.trim();
+        if let Some(addr) = t.strip_prefix("nameserver") {
+            let addr = addr.trim();
+            if addr.starts_with("127.") || addr == "::1" {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 && *net == NetworkMode::Default {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+/// Find a container by full ID, name, or unique ID prefix, as Docker does;
+/// its state refreshed.
+pub fn find(images: &mut ImageStore, paths: &Paths, name: &str) -> Result<ContainerRecord> {
+    let db = &images.db;
+    let key = name.strip_prefix('/').unwrap_or(name);
+    let rec = if let Some(r) = db.container(key)? {
+        r
+    } else if let Some(r) = db.container_by_name(key)? {
+        r
+    } else {
+        let found = if key.is_empty() {
+            Vec::new()
+        } else {
+            db.containers_by_prefix(key)?
+        };
+        match found.len() {
+            1 => found
+                .into_iter()
+                .next()
+                .ok_or_else(|| ContainerError::NotFound(name.into()))?,
+            0 => return Err(ContainerError::NotFound(name.into())),
+            _ => {
+                return Err(ContainerError::Invalid(format!(
+                    "Multiple IDs found with provided prefix: {name}"
+                )))
+            }
+        }
+    };
+    refresh(images, paths, rec)
+}
+
+/// Every container, states refreshed, newest first.
+pub fn list(images: &mut ImageStore, paths: &Paths) -> Result<Vec<ContainerRecord>> {
+    let all = images.db.containers()?;
+    all.into_iter().map(|r| refresh(images, paths, r)).collect()
+}
+
+fn read_state(paths: &Paths, id: &str) -> Option<MonitorState> {
+    let bytes = std::fs::read(paths.run_dir(id).join(proto::STATE_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether `pid` is a live monitor of container `id`.
+fn monitor_alive(pid: i64, id: &str) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => {
+            let s = String::from_utf8_lossy(&cmd);
+            s.contains("berth-monitor") || s.contains(id)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Bring a row up to date with its monitor's state.
+pub fn refresh(
+    images: &mut ImageStore,
+    paths: &Paths,
+    mut rec: ContainerRecord,
+) -> Result<ContainerRecord> {
+    if !matches!(
+        rec.state.as_str(),
+        state::RUNNING | state::RESTARTING | state::PAUSED
+    ) {
+        return Ok(rec);
+    }
+    let st = read_state(paths, &rec.id).unwrap_or_default();
+    let before = rec.clone();
+    let alive = monitor_alive(rec.monitor_pid, &rec.id);
+    match st.status.as_str() {
+        "exited" if !alive || st.pid == 0 => {
+            rec.state = state::EXITED.into();
+            rec.pid = 0;
+            rec.exit_code = st.exit_code;
+            rec.oom_killed = st.oom_killed;
+            rec.finished_at = st.finished_at.clone();
+            rec.restart_count = st.restart_count;
+            if !st.error.is_empty() {
+                rec.error = st.error.clone();
+            }
+        }
+        _ if !alive => {
+            // The monitor died: nobody holds the container any more. Make
+            // sure it is gone too, and say so.
+            let root = berth_runtime::state::Root::new(paths.runtime_root());
+            let _ = berth_runtime::kill(&root, &rec.id, libc::SIGKILL, true);
+            let _ = berth_runtime::delete(&root, &rec.id, true);
+            let _ = overlay::unmount(&paths.rootfs(&rec.id));
+            rec.state = state::EXITED.into();
+            rec.pid = 0;
+            rec.exit_code = if st.status == "exited" {
+                st.exit_code
+            } else {
+                137
+            };
+            rec.finished_at = if st.finished_at.is_empty() {
+                now()
+            } else {
+                st.finished_at.clone()
+            };
+            rec.error = "the container's monitor exited unexpectedly".into();
+        }
+        "restarting" => {
+            rec.state = state::RESTARTING.into();
+            rec.restart_count = st.restart_count;
+            rec.exit_code = st.exit_code;
+        }
+        "running" => {
+            if rec.state == state::RESTARTING {
+                rec.state = state::RUNNING.into();
+            }
+            rec.pid = st.pid;
+            rec.started_at = st.started_at.clone();
+            rec.restart_count = st.restart_count;
+        }
+        _ => {}
+    }
+    if rec != before {
+        images.db.update_container(&rec)?;
+    }
+    Ok(rec)
+}
+
+/// What [`start`] hands back: the record, and for a caller that attached
+/// from the start, its end of the attach connection.
+pub struct Started {
+    pub record: ContainerRecord,
+    pub attach: Option<UnixStream>,
+}
+
+/// `start`: mount the rootfs, write the spec, and start a monitor that
+/// starts the container. With `attach`, the caller gets a connection to
+/// the monitor made before the container runs (no output is missed).
+pub fn start(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    attach: bool,
+) -> Result<Started> {
+    let _lock = lock(paths, &rec.id)?;
+    let rec = refresh(images, paths, rec)?;
+    match rec.state.as_str() {
+        state::RUNNING | state::RESTARTING => {
+            return Ok(Started {
+                record: rec,
+                attach: None,
+            })
+        }
+        state::PAUSED => {
+            return Err(ContainerError::Conflict(
+                "cannot start a paused container, try unpause instead".into(),
+            ))
+        }
+        _ => {}
+    }
+    let cfg = config_of(&rec)?;
+    let image =
+        images.db.image(&rec.image_id.parse().map_err(|_| {
+            ContainerError::Invalid(format!("container {}: bad image id", rec.id))
+        })?)?;
+    let image = image.ok_or_else(|| {
+        ContainerError::Invalid(format!(
+            "container {}: its image {} is gone",
+            rec.id, rec.image_id
+        ))
+    })?;
+    let dir = paths.container_dir(&rec.id);
+    let run_dir = paths.run_dir(&rec.id);
+    std::fs::create_dir_all(&run_dir).map_err(io("creating", &run_dir))?;
+    let _ = std::fs::remove_file(run_dir.join(proto::STOPPED_FILE));
+    let _ = std::fs::remove_file(run_dir.join(proto::STATE_FILE));
+    // The rootfs: the image's layers (top first) under the upper dir.
+    let rootfs = paths.rootfs(&rec.id);
+    let lowers: Vec<PathBuf> = image
+        .layers
+        .iter()
+        .rev()
+        .map(|cid| images.layers.diff_dir(cid))
+        .collect();
+    let _ = overlay::unmount(&rootfs);
+    let plan = overlay::plan(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs);
+    overlay::apply(&plan).map_err(|e| ContainerError::Start {
+        code: 125,
+        msg: e.to_string(),
+    })?;
+    let started = launch(images, paths, rec, &cfg, attach);
+    if started.is_err() {
+        let _ = overlay::unmount(&rootfs);
+    }
+    started
+}
+
+fn launch(
+    images: &mut ImageStore,
+    paths: &Paths,
+    mut rec: ContainerRecord,
+    cfg: &ContainerConfig,
+    attach: bool,
+) -> Result<Started> {
+    let dir = paths.container_dir(&rec.id);
+    let rootfs = paths.rootfs(&rec.id);
+    let defaults = image_defaults(images, &rec.image_id)?;
+    let user = spec::resolve_user(
+        &rootfs,
+        cfg.user.as_deref().unwrap_or(defaults.user.as_str()),
+    )
+    .map_err(|e| ContainerError::Start {
+        code: 125,
+        msg: e.to_string(),
+    })?;
+    let cgroup = format!("/berth/{}", rec.id);
+    let (hostname, hosts, resolv) = (
+        dir.join("hostname"),
+        dir.join("hosts"),
+        dir.join("resolv.conf"),
+    );
+    let init_path = if cfg.init {
+        Some(ensure_init(paths)?)
+    } else {
+        None
+    };
+    let input = spec::SpecInput {
+        id: &rec.id,
+        cfg,
+        image: &defaults,
+        rootfs: &rootfs,
+        user: &user,
+        hostname_file: Some(&hostname),
+        hosts_file: Some(&hosts),
+        resolv_conf: Some(&resolv),
+        init: init_path.as_deref(),
+        cgroup_path: &cgroup,
+    };
+    let oci = spec::build(&input)?;
+    let config_path = dir.join("config.json");
+    let bytes = serde_json::to_vec(&oci).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    berth_runtime::state::write_atomic(&config_path, &bytes).map_err(|e| {
+        ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
+        }
+    })?;
+
+    // The monitor: a readiness pipe, and an attach socket pair when asked.
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| ContainerError::Io {
+        what: "creating",
+        path: "a pipe".into(),
+        source: e.into(),
+    })?;
+    let (client, monitor_end) = if attach {
+        let (a, b) = UnixStream::pair().map_err(io("creating", Path::new("a socket pair")))?;
+        (Some(a), Some(OwnedFd::from(b)))
+    } else {
+        (None, None)
+    };
+    let max_size = cfg
+        .log_opts
+        .get("max-size")
+        .map(|s| parse_size(s))
+        .transpose()?
+        .unwrap_or(0);
+    let max_files =
+        match cfg.log_opts.get("max-file") {
+            Some(s) => s.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                ContainerError::Invalid(format!("invalid value for max-file: {s}"))
+            })?,
+            None => 1,
+        };
+    let mut remove_command = paths.berth.clone();
+    remove_command.extend(["rm".to_string(), "-f".to_string(), rec.id.clone()]);
+    let args = MonitorArgs {
+        id: rec.id.clone(),
+        bundle: dir.clone(),
+        runtime_root: paths.runtime_root(),
+        run_dir: paths.run_dir(&rec.id),
+        log_path: paths.log_path(&rec.id),
+        log_max_size: max_size,
+        log_max_files: max_files,
+        tty: cfg.tty,
+        open_stdin: cfg.open_stdin,
+        restart: cfg.restart.name.clone(),
+        max_retries: cfg.restart.max_retries,
+        restart_count: rec.restart_count,
+        auto_remove: cfg.auto_remove,
+        remove_command,
+        rootfs: rootfs.clone(),
+        attach_fd: monitor_end.as_ref().map(|f| f.as_raw_fd()),
+        ready_fd: ready_w.as_raw_fd(),
+    };
+    let json = serde_json::to_string(&args).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    // Both descriptors cross into the monitor by number.
+    for fd in [
+        Some(ready_w.as_raw_fd()),
+        monitor_end.as_ref().map(|m| m.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        berth_sys::fd::clear_cloexec(fd).map_err(io("passing a descriptor to", &paths.monitor))?;
+    }
+    let mut cmd = std::process::Command::new(&paths.monitor);
+    cmd.arg(json)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // Its own process group: the terminal's Ctrl-C is not for it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(io("starting", &paths.monitor))?;
+    drop(ready_w);
+    drop(monitor_end);
+    let monitor_pid = child.id() as i64;
+    // The monitor outlives us; it is reaped by whoever inherits it.
+    std::mem::forget(child);
+    let mut line = String::new();
+    BufReader::new(File::from(ready_r))
+        .read_line(&mut line)
+        .map_err(io("reading from", &paths.monitor))?;
+    let line = line.trim_end();
+    if let Some(pid) = line.strip_prefix("OK ") {
+        rec.state = state::RUNNING.into();
+        rec.pid = pid.parse().unwrap_or(0);
+        rec.started_at = now();
+        rec.finished_at.clear();
+        rec.exit_code = 0;
+        rec.oom_killed = false;
+        rec.error.clear();
+        rec.monitor_pid = monitor_pid;
+        rec.generation += 1;
+        images.db.update_container(&rec)?;
+        return Ok(Started {
+            record: rec,
+            attach: client,
+        });
+    }
+    let (code, msg) = match line.strip_prefix("ERR ") {
+        Some(rest) => {
+            let (c, m) = rest.split_once(' ').unwrap_or((rest, ""));
+            (c.parse().unwrap_or(125), m.to_string())
+        }
+        None => (125, format!("the monitor of {} failed to start", rec.id)),
+    };
+    rec.error = msg.clone();
+    rec.exit_code = code as i64;
+    images.db.update_container(&rec)?;
+    Err(ContainerError::Start { code, msg })
+}
+
+/// Parse Docker's sizes: `10k`, `5m`, `1g`, plain bytes.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| ContainerError::Invalid(format!("invalid size: '{s}'")))?;
+    if n < 0.0 {
+        return Err(ContainerError::Invalid(format!("invalid size: '{s}'")));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// The `--init` program, written once into the store.
+fn ensure_init(paths: &Paths) -> Result<PathBuf> {
+    let bytes = berth_init::program().ok_or_else(|| ContainerError::Start {
+        code: 125,
+        msg: "--init is not available on this architecture".into(),
+    })?;
+    let dir = paths.root.join("init");
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let hex: String = {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(bytes);
+        d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    };
+    let p = dir.join(format!("berth-init-{hex}"));
+    if !p.exists() {
+        let tmp = dir.join(format!(".berth-init-{hex}.{}", std::process::id()));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o755)
+                .open(&tmp)
+                .map_err(io("writing", &tmp))?;
+            f.write_all(bytes).map_err(io("writing", &tmp))?;
+        }
+        std::fs::rename(&tmp, &p).map_err(io("renaming", &tmp))?;
+    }
+    Ok(p)
+}
+
+/// Signal a running container (through the runtime).
+pub fn kill(paths: &Paths, rec: &ContainerRecord, signal: i32) -> Result<()> {
+    if !matches!(
+        rec.state.as_str(),
+        state::RUNNING | state::PAUSED | state::RESTARTING
+    ) {
+        return Err(ContainerError::Conflict(format!(
+            "Cannot kill container: {}: container {} is not running",
+            rec.name, rec.id
+        )));
+    }
+    let root = berth_runtime::state::Root::new(paths.runtime_root());
+    berth_runtime::kill(&root, &rec.id, signal, false)
+        .map_err(|e| ContainerError::Conflict(format!("Cannot kill container: {}: {e}", rec.name)))
+}
+
+/// Mark a container as stopped by the user (no restart follows).
+pub fn mark_stopped(paths: &Paths, id: &str) {
+    let _ = std::fs::write(paths.run_dir(id).join(proto::STOPPED_FILE), b"");
+}
+
+/// Wait for a container to stop running, up to `timeout`; its record.
+pub fn wait_stopped(
+    images: &mut ImageStore,
+    paths: &Paths,
+    id: &str,
+    timeout: Option<Duration>,
+) -> Result<ContainerRecord> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(1);
+    loop {
+        let rec = images
+            .db
+            .container(id)?
+            .ok_or_else(|| ContainerError::NotFound(id.into()))?;
+        let rec = refresh(images, paths, rec)?;
+        if !matches!(
+            rec.state.as_str(),
+            state::RUNNING | state::RESTARTING | state::PAUSED
+        ) {
+            return Ok(rec);
+        }
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            return Ok(rec);
+        }
+        // Wake as soon as the monitor says so: it closes attach clients
+        // after the exit. Otherwise poll the state file.
+        if let Ok(mut s) = proto::connect(&paths.run_dir(id)) {
+            let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            let _ = s.set_read_timeout(left.filter(|d| !d.is_zero()).or(None));
+            while let Ok(Some((kind, _))) = proto::read_frame(&mut s) {
+                if kind == Kind::Exit {
+                    break;
+                }
+            }
+            // Give the monitor a moment to write its final state.
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `stop`: the stop signal, then SIGKILL after `timeout` seconds.
+pub fn stop(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    timeout: Option<i64>,
+) -> Result<ContainerRecord> {
+    let _lock = lock(paths, &rec.id)?;
+    let rec = refresh(images, paths, rec)?;
+    if !matches!(
+        rec.state.as_str(),
+        state::RUNNING | state::RESTARTING | state::PAUSED
+    ) {
+        return Ok(rec);
+    }
+    let cfg = config_of(&rec)?;
+    mark_stopped(paths, &rec.id);
+    let defaults = image_defaults(images, &rec.image_id).unwrap_or_default();
+    let sig_name = cfg
+        .stop_signal
+        .clone()
+        .or(defaults.stop_signal.clone())
+        .unwrap_or_else(|| "SIGTERM".into());
+    let sig = berth_runtime::signal::parse(&sig_name)
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    let timeout = timeout.or(cfg.stop_timeout).unwrap_or(10);
+    let root = berth_runtime::state::Root::new(paths.runtime_root());
+    if rec.state == state::PAUSED {
+        let _ = berth_runtime::resume(&root, &rec.id);
+    }
+    let _ = berth_runtime::kill(&root, &rec.id, sig, false);
+    let after = wait_stopped(
+        images,
+        paths,
+        &rec.id,
+        (timeout >= 0).then(|| Duration::from_secs(timeout as u64)),
+    )?;
+    if matches!(
+        after.state.as_str(),
+        state::RUNNING | state::RESTARTING | state::PAUSED
+    ) {
+        let _ = berth_runtime::kill(&root, &rec.id, libc::SIGKILL, true);
+        return wait_stopped(images, paths, &rec.id, Some(Duration::from_secs(30)));
+    }
+    Ok(after)
+}
+
+/// `rm`: a running container needs `force` (which kills it first).
+pub fn remove(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    force: bool,
+) -> Result<()> {
+    let lock = lock(paths, &rec.id)?;
+    let mut rec = refresh(images, paths, rec)?;
+    if matches!(
+        rec.state.as_str(),
+        state::RUNNING | state::RESTARTING | state::PAUSED
+    ) {
+        if !force {
+            return Err(ContainerError::Conflict(format!(
+                "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                rec.id
+            )));
+        }
+        mark_stopped(paths, &rec.id);
+        let root = berth_runtime::state::Root::new(paths.runtime_root());
+        if rec.state == state::PAUSED {
+            let _ = berth_runtime::resume(&root, &rec.id);
+        }
+        let _ = berth_runtime::kill(&root, &rec.id, libc::SIGKILL, true);
+        drop(lock);
+        rec = wait_stopped(images, paths, &rec.id, Some(Duration::from_secs(30)))?;
+        let _lock = self::lock(paths, &rec.id)?;
+        return remove_stopped(images, paths, &rec);
+    }
+    remove_stopped(images, paths, &rec)
+}
+
+fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord) -> Result<()> {
+    let root = berth_runtime::state::Root::new(paths.runtime_root());
+    let _ = berth_runtime::delete(&root, &rec.id, true);
+    let rootfs = paths.rootfs(&rec.id);
+    overlay::unmount(&rootfs).map_err(|e| ContainerError::Conflict(e.to_string()))?;
+    // The row first: once it is gone the container is gone for everyone;
+    // the directories follow.
+    images.db.delete_container(&rec.id)?;
+    let dir = paths.container_dir(&rec.id);
+    std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
+    let _ = std::fs::remove_dir_all(paths.run_dir(&rec.id));
+    Ok(())
+}

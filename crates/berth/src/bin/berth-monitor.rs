@@ -1,0 +1,5 @@
+//! The per-container monitor; see `berth::monitor`.
+
+fn main() {
+    std::process::exit(berth::monitor::main());
+}

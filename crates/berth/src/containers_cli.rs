@@ -1,0 +1,1283 @@
+//! The container commands: `run`, `create`, `start`, `ps`, `logs`, `stop`,
+//! `kill`, `rm`, `wait`, `inspect` — Docker's flags, output and exit codes.
+
+use anyhow::Context;
+use berth_engine::config::{
+    ContainerConfig, Device, Mount, MountKind, NetworkMode, RestartPolicy, Seccomp, Ulimit,
+};
+use berth_engine::containers::{self as ctr, state, ContainerError, Paths};
+use berth_engine::db::ContainerRecord;
+use berth_engine::monitor_proto::{self as proto, Kind};
+use berth_engine::ImageStore;
+use clap::Args;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+/// The flags `create` and `run` share.
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Print help (`-h` is --hostname, as in Docker)
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Assign a name to the container
+    #[arg(long, allow_hyphen_values = true)]
+    pub name: Option<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Set meta data on a container
+    #[arg(short, long = "label")]
+    pub label: Vec<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Restart policy to apply when a container exits (no, on-failure[:max-retries], always, unless-stopped)
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Memory limit
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Ulimit options
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Mount a tmpfs directory
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Bind mount a volume
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security Options
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Add a host device to the container
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long = "stop-timeout", allow_hyphen_values = true)]
+    pub stop_timeout: Option<i64>,
+    /// Connect a container to a network (none, host)
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Log driver options
+    #[arg(long = "log-opt")]
+    pub log_opt: Vec<String>,
+    /// Log driver for the container (json-file)
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// The image to run
+    pub image: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `run`'s own flags.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Proxy received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys")]
+    pub detach_keys: Option<String>,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+fn bad(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ContainerError::Invalid(msg.into()))
+}
+
+/// Docker's sizes for memory: `512m`, `1g`, bytes.
+fn memory_bytes(s: &str, what: &str) -> anyhow::Result<i64> {
+    if s == "-1" {
+        return Ok(-1);
+    }
+    ctr::parse_size(s).map(|n| n as i64).map_err(|_| {
+        bad(format!(
+            "invalid argument \"{s}\" for \"{what}\" flag: invalid size: '{s}'"
+        ))
+    })
+}
+
+fn parse_env_file(p: &PathBuf) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("open {}", p.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// `KEY` alone takes the caller's value (or is dropped), as Docker does.
+fn resolve_env(entries: Vec<String>) -> Vec<String> {
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e)
+            } else {
+                std::env::var(&e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect()
+}
+
+fn parse_bind(spec: &str) -> anyhow::Result<Mount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [d] => ("", *d, ""),
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => return Err(bad(format!("invalid volume specification: '{spec}'"))),
+    };
+    if !dst.starts_with('/') {
+        return Err(bad(format!(
+            "invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{dst}' mount path must be absolute"
+        )));
+    }
+    if src.is_empty() || !src.starts_with('/') {
+        return Err(bad(format!(
+            "invalid volume specification: '{spec}': named and anonymous volumes are not supported yet; give an absolute host path"
+        )));
+    }
+    let mut m = Mount {
+        kind: MountKind::Bind,
+        source: PathBuf::from(src),
+        destination: dst.to_string(),
+        ..Default::default()
+    };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => m.read_only = true,
+            "rw" => m.read_only = false,
+            "z" | "Z" | "nocopy" | "consistent" | "cached" | "delegated" => {}
+            p if matches!(
+                p,
+                "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
+            ) =>
+            {
+                m.propagation = Some(p.to_string())
+            }
+            other => return Err(bad(format!("invalid mode: {other}"))),
+        }
+    }
+    if !m.source.exists() {
+        return Err(bad(format!(
+            "invalid mount config for type \"bind\": bind source path does not exist: {}",
+            m.source.display()
+        )));
+    }
+    Ok(m)
+}
+
+fn parse_mount(spec: &str) -> anyhow::Result<Mount> {
+    let mut m = Mount::default();
+    let mut kind = "volume";
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => kind = v,
+            "source" | "src" => m.source = PathBuf::from(v),
+            "target" | "destination" | "dst" => m.destination = v.to_string(),
+            "readonly" | "ro" => m.read_only = v.is_empty() || v == "true" || v == "1",
+            "bind-propagation" => m.propagation = Some(v.to_string()),
+            "tmpfs-size" => m.options.push(format!("size={v}")),
+            "tmpfs-mode" => m.options.push(format!("mode={v}")),
+            _ => return Err(bad(format!("invalid field '{k}' must be a key=value pair"))),
+        }
+    }
+    m.kind = match kind {
+        "bind" => MountKind::Bind,
+        "tmpfs" => MountKind::Tmpfs,
+        "volume" => {
+            return Err(bad(
+                "volume mounts are not supported yet; use type=bind or type=tmpfs",
+            ))
+        }
+        other => return Err(bad(format!("invalid mount type: {other}"))),
+    };
+    if !m.destination.starts_with('/') {
+        return Err(bad(format!(
+            "invalid mount config: mount path must be absolute: '{}'",
+            m.destination
+        )));
+    }
+    if m.kind == MountKind::Bind && !m.source.exists() {
+        return Err(bad(format!(
+            "invalid mount config for type \"bind\": bind source path does not exist: {}",
+            m.source.display()
+        )));
+    }
+    Ok(m)
+}
+
+fn parse_tmpfs(spec: &str) -> anyhow::Result<Mount> {
+    let (dst, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    if !dst.starts_with('/') {
+        return Err(bad(format!(
+            "invalid tmpfs mount: path must be absolute: {dst}"
+        )));
+    }
+    Ok(Mount {
+        kind: MountKind::Tmpfs,
+        destination: dst.to_string(),
+        options: opts
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect(),
+        ..Default::default()
+    })
+}
+
+fn parse_device(spec: &str) -> anyhow::Result<Device> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, ctr_path, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, c] if c.chars().all(|x| "rwm".contains(x)) => (*h, *h, *c),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(bad(format!("invalid device specification: {spec}"))),
+    };
+    if perms.is_empty() || !perms.chars().all(|x| "rwm".contains(x)) {
+        return Err(bad(format!("invalid device mode: {perms}")));
+    }
+    Ok(Device {
+        host: PathBuf::from(host),
+        container: PathBuf::from(ctr_path),
+        permissions: perms.to_string(),
+    })
+}
+
+fn parse_ulimit(spec: &str) -> anyhow::Result<Ulimit> {
+    let (name, vals) = spec
+        .split_once('=')
+        .ok_or_else(|| bad(format!("invalid ulimit argument: {spec}")))?;
+    let (soft, hard) = vals.split_once(':').unwrap_or((vals, vals));
+    let num = |v: &str| -> anyhow::Result<i64> {
+        v.parse()
+            .map_err(|_| bad(format!("invalid ulimit argument: {spec}")))
+    };
+    Ok(Ulimit {
+        name: name.to_string(),
+        soft: num(soft)?,
+        hard: num(hard)?,
+    })
+}
+
+fn parse_restart(s: &str) -> anyhow::Result<RestartPolicy> {
+    let (name, n) = s.split_once(':').unwrap_or((s, ""));
+    let max_retries = if n.is_empty() {
+        0
+    } else {
+        n.parse()
+            .map_err(|_| bad(format!("invalid restart policy format: {s}")))?
+    };
+    match name {
+        "no" | "" if n.is_empty() => Ok(RestartPolicy::default()),
+        "always" | "unless-stopped" if n.is_empty() => Ok(RestartPolicy {
+            name: name.into(),
+            max_retries: 0,
+        }),
+        "on-failure" => Ok(RestartPolicy {
+            name: name.into(),
+            max_retries,
+        }),
+        "always" | "unless-stopped" | "no" => Err(bad(format!(
+            "invalid restart policy: maximum retry count cannot be used with restart policy '{name}'"
+        ))),
+        _ => Err(bad(format!("invalid restart policy: {s}"))),
+    }
+}
+
+/// The flags as a container configuration.
+pub fn config_from(a: &CreateArgs, detach: bool) -> anyhow::Result<ContainerConfig> {
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        env.extend(parse_env_file(f)?);
+    }
+    env.extend(a.env.iter().cloned());
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &a.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let mut mounts = Vec::new();
+    for v in &a.volume {
+        mounts.push(parse_bind(v)?);
+    }
+    for m in &a.mount {
+        mounts.push(parse_mount(m)?);
+    }
+    for t in &a.tmpfs {
+        mounts.push(parse_tmpfs(t)?);
+    }
+    let mut no_new_privileges = false;
+    let mut seccomp = Seccomp::Default;
+    for o in &a.security_opt {
+        let (k, v) = o.split_once(['=', ':']).unwrap_or((o, ""));
+        match k {
+            "no-new-privileges" => no_new_privileges = v.is_empty() || v == "true",
+            "seccomp" if v == "unconfined" => seccomp = Seccomp::Unconfined,
+            "seccomp" => {
+                let text = std::fs::read_to_string(v)
+                    .map_err(|e| bad(format!("opening seccomp profile ({v}) failed: {e}")))?;
+                seccomp = Seccomp::Custom(text);
+            }
+            "label" | "apparmor" => {}
+            _ => return Err(bad(format!("Invalid --security-opt: {o:?}"))),
+        }
+    }
+    let network = match a.network.as_deref() {
+        None | Some("default") | Some("bridge") => NetworkMode::Default,
+        Some("none") => NetworkMode::None,
+        Some("host") => NetworkMode::Host,
+        Some(other) => return Err(bad(format!("network {other} not found"))),
+    };
+    let mut log_opts = std::collections::BTreeMap::new();
+    for o in &a.log_opt {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| bad(format!("invalid key value pair format in log-opt: {o}")))?;
+        if !matches!(
+            k,
+            "max-size" | "max-file" | "compress" | "labels" | "env" | "tag"
+        ) {
+            return Err(bad(format!(
+                "unknown log opt '{k}' for json-file log driver"
+            )));
+        }
+        log_opts.insert(k.to_string(), v.to_string());
+    }
+    if let Some(d) = &a.log_driver {
+        if d != "json-file" {
+            return Err(bad(format!(
+                "logging driver {d} is not supported (only json-file)"
+            )));
+        }
+    }
+    if a.rm && !detach && a.restart != "no" {
+        return Err(bad("Conflicting options: --restart and --rm"));
+    }
+    let restart = parse_restart(&a.restart)?;
+    if a.rm && !restart.name.is_empty() {
+        return Err(bad("Conflicting options: --restart and --rm"));
+    }
+    Ok(ContainerConfig {
+        image: a.image.clone(),
+        entrypoint: a.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        cmd: a.command.clone(),
+        env: resolve_env(env),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        labels,
+        tty: a.tty,
+        open_stdin: a.interactive,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        no_new_privileges,
+        seccomp,
+        devices: a
+            .device
+            .iter()
+            .map(|d| parse_device(d))
+            .collect::<Result<_, _>>()?,
+        mounts,
+        resources: berth_engine::config::Resources {
+            memory: a
+                .memory
+                .as_deref()
+                .map(|m| memory_bytes(m, "--memory"))
+                .transpose()?,
+            memory_swap: a
+                .memory_swap
+                .as_deref()
+                .map(|m| memory_bytes(m, "--memory-swap"))
+                .transpose()?,
+            nano_cpus: a.cpus.map(|c| (c * 1e9) as i64),
+            cpu_shares: a.cpu_shares,
+            cpuset_cpus: a.cpuset_cpus.clone(),
+            pids_limit: a.pids_limit,
+        },
+        ulimits: a
+            .ulimit
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<_, _>>()?,
+        init: a.init,
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        network,
+        restart,
+        auto_remove: a.rm,
+        log_opts,
+    })
+}
+
+/// An engine error as Docker's CLI prints it, with its exit code.
+pub fn report(prefix: &str, e: &anyhow::Error) -> i32 {
+    let code = e
+        .downcast_ref::<ContainerError>()
+        .map(ContainerError::exit_code)
+        .unwrap_or(125);
+    eprintln!("{prefix}Error response from daemon: {e:#}");
+    code
+}
+
+fn check_pull(a: &CreateArgs) -> anyhow::Result<()> {
+    match a.pull.as_str() {
+        "missing" | "never" => Ok(()),
+        "always" => Err(bad(
+            "--pull always needs a registry, which this berth cannot reach yet",
+        )),
+        other => Err(bad(format!(
+            "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
+        ))),
+    }
+}
+
+/// `create`: prints the new container's ID.
+pub fn create(store: &mut ImageStore, paths: &Paths, a: &CreateArgs) -> i32 {
+    let r = (|| -> anyhow::Result<ContainerRecord> {
+        check_pull(a)?;
+        let cfg = config_from(a, true)?;
+        Ok(ctr::create(store, paths, cfg, a.name.as_deref())?)
+    })();
+    match r {
+        Ok(rec) => {
+            println!("{}", rec.id);
+            0
+        }
+        Err(e) => report("", &e),
+    }
+}
+
+/// `run`.
+pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
+    let created = (|| -> anyhow::Result<ContainerRecord> {
+        check_pull(&a.create)?;
+        let cfg = config_from(&a.create, a.detach)?;
+        Ok(ctr::create(store, paths, cfg, a.create.name.as_deref())?)
+    })();
+    let rec = match created {
+        Ok(r) => r,
+        Err(e) => return report("berth: ", &e),
+    };
+    let attach = !a.detach;
+    let started = match ctr::start(store, paths, rec.clone(), attach) {
+        Ok(s) => s,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("berth: Error response from daemon: {e}");
+            if a.create.rm {
+                let _ = ctr::remove(store, paths, rec, true);
+            }
+            return code;
+        }
+    };
+    if a.detach {
+        println!("{}", started.record.id);
+        return 0;
+    }
+    let Some(conn) = started.attach else {
+        return 0;
+    };
+    let code = match attach_session(conn, &a.create, a.sig_proxy, true) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            125
+        }
+    };
+    // Record the exit now (the monitor has written it), and for --rm
+    // remove the container ourselves.
+    let id = started.record.id.clone();
+    if let Ok(rec) = ctr::wait_stopped(store, paths, &id, Some(std::time::Duration::from_secs(5))) {
+        if a.create.rm {
+            let _ = ctr::remove(store, paths, rec, true);
+        }
+    }
+    code
+}
+
+/// Talk to a container's monitor: stream its output to ours, our stdin to
+/// it, forward signals and terminal size; returns its exit code.
+fn attach_session(
+    mut conn: UnixStream,
+    a: &CreateArgs,
+    sig_proxy: bool,
+    claim_removal: bool,
+) -> anyhow::Result<i32> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    proto::write_frame(&mut conn, Kind::Stream, &[])?;
+    if claim_removal && a.rm {
+        proto::write_frame(&mut conn, Kind::ClaimRemoval, &[])?;
+    }
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let stdin = std::io::stdin();
+    let tty_in = a.tty && std::io::IsTerminal::is_terminal(&stdin);
+    let _raw = if tty_in { RawTerminal::enter() } else { None };
+    if tty_in {
+        send_size(&mut conn);
+    }
+    let mut stdin_open = a.interactive;
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    let mut dec = proto::Decoder::default();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let mut fds = vec![
+            PollFd::new(conn.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let re: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        if !re[1].is_empty() {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGWINCH {
+                    send_size(&mut conn);
+                } else if sig_proxy {
+                    proto::write_frame(&mut conn, Kind::Signal, &sig.to_be_bytes())?;
+                }
+            }
+        }
+        if stdin_open && re.get(2).is_some_and(|r| !r.is_empty()) {
+            let n = nix::unistd::read(&stdin, &mut buf).unwrap_or(0);
+            if n == 0 {
+                stdin_open = false;
+                proto::write_frame(&mut conn, Kind::StdinEof, &[])?;
+            } else {
+                proto::write_frame(&mut conn, Kind::Stdin, &buf[..n])?;
+            }
+        }
+        if !re[0].is_empty() {
+            let n = std::io::Read::read(&mut conn, &mut buf)?;
+            if n == 0 {
+                // The monitor went away without an exit frame.
+                return Ok(125);
+            }
+            dec.push(&buf[..n]);
+            while let Some((kind, payload)) = dec.next_frame()? {
+                match kind {
+                    Kind::Stdout => {
+                        out.write_all(&payload)?;
+                        out.flush()?;
+                    }
+                    Kind::Stderr => {
+                        err.write_all(&payload)?;
+                    }
+                    Kind::Exit => {
+                        let (code, _) = proto::parse_exit(&payload).unwrap_or((125, false));
+                        return Ok(code);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn send_size(conn: &mut UnixStream) {
+    if let Ok((rows, cols)) = berth_sys::pty::get_winsize(std::io::stdin().as_fd()) {
+        let mut p = rows.to_be_bytes().to_vec();
+        p.extend_from_slice(&cols.to_be_bytes());
+        let _ = proto::write_frame(conn, Kind::Resize, &p);
+    }
+}
+
+/// The terminal in raw mode while attached with -t; restored on drop.
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        use nix::sys::termios;
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}
+
+/// `start`: with -a, attach to its output and return its exit code.
+pub fn start(
+    store: &mut ImageStore,
+    paths: &Paths,
+    names: &[String],
+    attach: bool,
+    interactive: bool,
+) -> i32 {
+    let mut code = 0;
+    for n in names {
+        let r = (|| -> anyhow::Result<i32> {
+            let rec = ctr::find(store, paths, n)?;
+            let cfg = ctr::config_of(&rec)?;
+            let started = ctr::start(store, paths, rec, attach)?;
+            match started.attach {
+                Some(conn) => {
+                    let mut args = dummy_args(&cfg);
+                    args.interactive = interactive && cfg.open_stdin;
+                    let code = attach_session(conn, &args, true, false)?;
+                    Ok(code)
+                }
+                None => {
+                    println!("{n}");
+                    Ok(0)
+                }
+            }
+        })();
+        match r {
+            Ok(c) => code = c,
+            Err(e) => {
+                let c = report("", &e);
+                eprintln!("Error: failed to start containers: {n}");
+                code = c.max(1);
+            }
+        }
+    }
+    code
+}
+
+fn dummy_args(cfg: &ContainerConfig) -> CreateArgs {
+    CreateArgs {
+        help: None,
+        name: None,
+        interactive: cfg.open_stdin,
+        tty: cfg.tty,
+        env: vec![],
+        env_file: vec![],
+        workdir: None,
+        user: None,
+        entrypoint: None,
+        label: vec![],
+        hostname: None,
+        restart: "no".into(),
+        rm: cfg.auto_remove,
+        memory: None,
+        memory_swap: None,
+        cpus: None,
+        cpu_shares: None,
+        cpuset_cpus: None,
+        pids_limit: None,
+        ulimit: vec![],
+        read_only: false,
+        tmpfs: vec![],
+        volume: vec![],
+        mount: vec![],
+        cap_add: vec![],
+        cap_drop: vec![],
+        privileged: false,
+        security_opt: vec![],
+        device: vec![],
+        init: false,
+        stop_signal: None,
+        stop_timeout: None,
+        network: None,
+        log_opt: vec![],
+        log_driver: None,
+        pull: "missing".into(),
+        image: cfg.image.clone(),
+        command: vec![],
+    }
+}
+
+/// `stop`, `kill`, `rm`, `wait` over several names: each name (or ID) is
+/// echoed on success, errors go to stderr, the exit code is 1 if any failed.
+pub fn each(
+    store: &mut ImageStore,
+    paths: &Paths,
+    names: &[String],
+    mut f: impl FnMut(&mut ImageStore, &Paths, ContainerRecord) -> anyhow::Result<Option<String>>,
+) -> i32 {
+    let mut code = 0;
+    for n in names {
+        let r = ctr::find(store, paths, n)
+            .map_err(anyhow::Error::from)
+            .and_then(|rec| f(store, paths, rec));
+        match r {
+            Ok(Some(line)) => println!("{line}"),
+            Ok(None) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// `ps`.
+pub fn ps(
+    store: &mut ImageStore,
+    paths: &Paths,
+    all: bool,
+    quiet: bool,
+    no_trunc: bool,
+    last: Option<usize>,
+    filters: &[String],
+) -> anyhow::Result<i32> {
+    let mut list = ctr::list(store, paths)?;
+    let mut want: Vec<(String, String)> = Vec::new();
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| bad(format!("bad format of filter (expected name=value): {f}")))?;
+        if !matches!(
+            k,
+            "status" | "name" | "id" | "label" | "ancestor" | "exited"
+        ) {
+            return Err(bad(format!("invalid filter '{k}'")));
+        }
+        want.push((k.to_string(), v.to_string()));
+    }
+    let show_all =
+        all || last.is_some() || want.iter().any(|(k, _)| k == "status" || k == "exited");
+    list.retain(|c| {
+        (show_all
+            || c.state == state::RUNNING
+            || c.state == state::RESTARTING
+            || c.state == state::PAUSED)
+            && want.iter().all(|(k, v)| match k.as_str() {
+                "status" => c.state == *v,
+                "name" => c.name.contains(v.as_str()),
+                "id" => c.id.starts_with(v.as_str()),
+                "exited" => c.state == state::EXITED && c.exit_code.to_string() == *v,
+                "ancestor" => c.image == *v || c.image_id.contains(v.as_str()),
+                "label" => {
+                    let cfg = ctr::config_of(c).unwrap_or_default();
+                    match v.split_once('=') {
+                        Some((lk, lv)) => cfg.labels.get(lk).is_some_and(|x| x == lv),
+                        None => cfg.labels.contains_key(v.as_str()),
+                    }
+                }
+                _ => true,
+            })
+    });
+    if let Some(n) = last {
+        list.truncate(n);
+    }
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for c in &list {
+            writeln!(out, "{}", if no_trunc { &c.id[..] } else { &c.id[..12] })?;
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "CONTAINER ID".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "PORTS".into(),
+        "NAMES".into(),
+    ]];
+    for c in &list {
+        let cmd = c.command.join(" ");
+        let cmd = if no_trunc {
+            format!("\"{cmd}\"")
+        } else {
+            let short: String = cmd.chars().take(19).collect();
+            if cmd.chars().count() > 20 {
+                format!("\"{short}…\"")
+            } else {
+                format!("\"{cmd}\"")
+            }
+        };
+        rows.push(vec![
+            if no_trunc {
+                c.id.clone()
+            } else {
+                c.id[..12].to_string()
+            },
+            c.image.clone(),
+            cmd,
+            format!("{} ago", ago(&c.created)),
+            status_text(c),
+            String::new(),
+            c.name.clone(),
+        ]);
+    }
+    write!(out, "{}", crate::human::table(&rows))?;
+    Ok(0)
+}
+
+fn secs_since(rfc: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(rfc).ok()?;
+    std::time::SystemTime::now()
+        .duration_since(t)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+fn ago(rfc: &str) -> String {
+    crate::human::duration(std::time::Duration::from_secs(secs_since(rfc).unwrap_or(0)))
+}
+
+/// Docker's STATUS column.
+fn status_text(c: &ContainerRecord) -> String {
+    match c.state.as_str() {
+        state::RUNNING => format!(
+            "Up {}",
+            crate::human::duration(std::time::Duration::from_secs(
+                secs_since(&c.started_at).unwrap_or(0)
+            ))
+        ),
+        state::PAUSED => format!(
+            "Up {} (Paused)",
+            crate::human::duration(std::time::Duration::from_secs(
+                secs_since(&c.started_at).unwrap_or(0)
+            ))
+        ),
+        state::RESTARTING => format!(
+            "Restarting ({}) {} ago",
+            c.exit_code,
+            crate::human::duration(std::time::Duration::from_secs(
+                secs_since(&c.finished_at).unwrap_or(0)
+            ))
+        ),
+        state::EXITED if c.started_at.is_empty() => "Created".into(),
+        state::EXITED => format!(
+            "Exited ({}) {} ago",
+            c.exit_code,
+            crate::human::duration(std::time::Duration::from_secs(
+                secs_since(&c.finished_at).unwrap_or(0)
+            ))
+        ),
+        state::CREATED => "Created".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `logs`.
+pub fn logs(
+    store: &mut ImageStore,
+    paths: &Paths,
+    name: &str,
+    follow: bool,
+    tail: Option<&str>,
+    timestamps: bool,
+) -> anyhow::Result<i32> {
+    let rec = ctr::find(store, paths, name)?;
+    let path = paths.log_path(&rec.id);
+    let tail_n: Option<usize> = match tail {
+        None | Some("all") => None,
+        Some(n) => Some(
+            n.parse()
+                .map_err(|_| bad(format!("invalid tail value: {n}")))?,
+        ),
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = tail_n.map_or(0, |n| lines.len().saturating_sub(n));
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    let emit = |line: &str, out: &mut dyn Write, err: &mut dyn Write| -> anyhow::Result<()> {
+        let Ok(l) = serde_json::from_str::<proto::LogLine>(line) else {
+            return Ok(());
+        };
+        let w: &mut dyn Write = if l.stream == "stderr" { err } else { out };
+        if timestamps {
+            write!(w, "{} ", l.time)?;
+        }
+        w.write_all(l.log.as_bytes())?;
+        Ok(())
+    };
+    for l in &lines[start..] {
+        emit(l, &mut out, &mut err)?;
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(0);
+    }
+    let mut offset = text.len() as u64;
+    loop {
+        let running = ctr::find(store, paths, &rec.id)
+            .map(|r| {
+                matches!(
+                    r.state.as_str(),
+                    state::RUNNING | state::RESTARTING | state::PAUSED
+                )
+            })
+            .unwrap_or(false);
+        let data = std::fs::read(&path).unwrap_or_default();
+        if (data.len() as u64) < offset {
+            offset = 0; // rotated
+        }
+        let new = &data[offset as usize..];
+        if let Some(end) = new.iter().rposition(|&b| b == b'\n') {
+            for l in String::from_utf8_lossy(&new[..=end]).lines() {
+                emit(l, &mut out, &mut err)?;
+            }
+            out.flush()?;
+            offset += end as u64 + 1;
+        }
+        if !running {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `inspect` of a container, in Docker's shape (the parts berth knows).
+pub fn inspect_json(paths: &Paths, c: &ContainerRecord) -> serde_json::Value {
+    let cfg = ctr::config_of(c).unwrap_or_default();
+    let running = matches!(
+        c.state.as_str(),
+        state::RUNNING | state::PAUSED | state::RESTARTING
+    );
+    let (path, args) = match c.command.split_first() {
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None => (String::new(), vec![]),
+    };
+    let zero = "0001-01-01T00:00:00Z".to_string();
+    serde_json::json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": path,
+        "Args": args,
+        "State": {
+            "Status": c.state,
+            "Running": running && c.state != state::RESTARTING,
+            "Paused": c.state == state::PAUSED,
+            "Restarting": c.state == state::RESTARTING,
+            "OOMKilled": c.oom_killed,
+            "Dead": c.state == state::DEAD,
+            "Pid": if running { c.pid } else { 0 },
+            "ExitCode": c.exit_code,
+            "Error": c.error,
+            "StartedAt": if c.started_at.is_empty() { zero.clone() } else { c.started_at.clone() },
+            "FinishedAt": if c.finished_at.is_empty() { zero } else { c.finished_at.clone() },
+        },
+        "Image": c.image_id,
+        "ResolvConfPath": paths.container_dir(&c.id).join("resolv.conf"),
+        "HostnamePath": paths.container_dir(&c.id).join("hostname"),
+        "HostsPath": paths.container_dir(&c.id).join("hosts"),
+        "LogPath": paths.log_path(&c.id),
+        "Name": format!("/{}", c.name),
+        "RestartCount": c.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": {
+            "AutoRemove": cfg.auto_remove,
+            "Privileged": cfg.privileged,
+            "ReadonlyRootfs": cfg.read_only,
+            "CapAdd": cfg.cap_add,
+            "CapDrop": cfg.cap_drop,
+            "Memory": cfg.resources.memory.unwrap_or(0),
+            "MemorySwap": cfg.resources.memory_swap.unwrap_or(0),
+            "NanoCpus": cfg.resources.nano_cpus.unwrap_or(0),
+            "CpuShares": cfg.resources.cpu_shares.unwrap_or(0),
+            "CpusetCpus": cfg.resources.cpuset_cpus.clone().unwrap_or_default(),
+            "PidsLimit": cfg.resources.pids_limit,
+            "Init": cfg.init,
+            "NetworkMode": match cfg.network { NetworkMode::None => "none", NetworkMode::Host => "host", NetworkMode::Default => "bridge" },
+            "RestartPolicy": {"Name": if cfg.restart.name.is_empty() { "no".to_string() } else { cfg.restart.name.clone() }, "MaximumRetryCount": cfg.restart.max_retries},
+            "LogConfig": {"Type": "json-file", "Config": cfg.log_opts},
+            "Binds": cfg.mounts.iter().filter(|m| m.kind == MountKind::Bind).map(|m| format!("{}:{}{}", m.source.display(), m.destination, if m.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+        },
+        "Mounts": cfg.mounts.iter().map(|m| serde_json::json!({
+            "Type": match m.kind { MountKind::Bind => "bind", MountKind::Volume => "volume", MountKind::Tmpfs => "tmpfs" },
+            "Source": m.source,
+            "Destination": m.destination,
+            "RW": !m.read_only,
+            "Propagation": m.propagation.clone().unwrap_or_else(|| if m.kind == MountKind::Bind { "rprivate".into() } else { String::new() }),
+        })).collect::<Vec<_>>(),
+        "Config": {
+            "Hostname": cfg.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
+            "User": cfg.user.clone().unwrap_or_default(),
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin,
+            "Env": cfg.env,
+            "Cmd": cfg.cmd,
+            "Image": cfg.image,
+            "WorkingDir": cfg.workdir.clone().unwrap_or_default(),
+            "Entrypoint": cfg.entrypoint,
+            "Labels": cfg.labels,
+            "StopSignal": cfg.stop_signal,
+            "StopTimeout": cfg.stop_timeout,
+        },
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "UpperDir": paths.container_dir(&c.id).join("upper"),
+                "WorkDir": paths.container_dir(&c.id).join("work"),
+                "MergedDir": paths.rootfs(&c.id),
+            }
+        },
+    })
+}
+
+/// Wait for a container to stop; its exit code.
+pub fn wait_one(
+    store: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+) -> anyhow::Result<String> {
+    let r = ctr::wait_stopped(store, paths, &rec.id, None)?;
+    Ok(r.exit_code.to_string())
+}
+
+/// The berth command line that the monitor runs for `--rm`.
+pub fn self_command(root: &std::path::Path, run_root: &std::path::Path) -> Vec<String> {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "berth".into());
+    vec![
+        exe,
+        "--root".into(),
+        root.display().to_string(),
+        "--run-root".into(),
+        run_root.display().to_string(),
+    ]
+}
+
+/// The default run root for a store root: `/run/berth` for the default
+/// root, otherwise one of its own per root.
+pub fn default_run_root(root: &std::path::Path) -> PathBuf {
+    if root == std::path::Path::new("/var/lib/berth") {
+        return PathBuf::from("/run/berth");
+    }
+    use sha2::Digest as _;
+    let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let d = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes());
+    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    PathBuf::from(format!("/run/berth-{hex}"))
+}
+
+/// `exec`'s flags.
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Give extended privileges to the command (accepted)
+    #[arg(long)]
+    pub privileged: bool,
+    /// Container name or ID
+    pub container: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `exec`: a new process in a running container, in the foreground (its
+/// exit code) or detached.
+pub fn exec(store: &mut ImageStore, paths: &Paths, a: &ExecArgs) -> i32 {
+    let r = (|| -> anyhow::Result<i32> {
+        let rec = ctr::find(store, paths, &a.container)?;
+        if rec.state != state::RUNNING {
+            return Err(
+                ContainerError::Conflict(format!("container {} is not running", rec.id)).into(),
+            );
+        }
+        let root = berth_runtime::state::Root::new(paths.runtime_root());
+        let spec = berth_runtime::saved_config(&root, &rec.id)?;
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_args(Some(a.command.clone()));
+        process.set_terminal(Some(a.tty));
+        let mut env = process.env().clone().unwrap_or_default();
+        for kv in resolve_env(a.env.clone()) {
+            let key = kv.split('=').next().unwrap_or_default().to_string();
+            env.retain(|e| e.split('=').next() != Some(key.as_str()));
+            env.push(kv);
+        }
+        process.set_env(Some(env));
+        if let Some(w) = &a.workdir {
+            process.set_cwd(w.into());
+        }
+        if let Some(u) = &a.user {
+            let resolved = berth_engine::spec::resolve_user(&paths.rootfs(&rec.id), u)?;
+            let mut user = process.user().clone();
+            user.set_uid(resolved.uid);
+            user.set_gid(resolved.gid);
+            user.set_additional_gids(Some(resolved.additional_gids.clone()));
+            process.set_user(user);
+        }
+        let (local, theirs) = if a.tty && !a.detach {
+            let (l, t) = crate::wait::LocalConsole::new()?;
+            (Some(l), Some(t))
+        } else {
+            (None, None)
+        };
+        let opts = berth_runtime::ExecOptions {
+            process: Some(process),
+            console: theirs,
+            detach: a.detach,
+            ..Default::default()
+        };
+        // Without -i the process gets no input.
+        let saved_stdin = if a.interactive {
+            None
+        } else {
+            let null = std::fs::File::open("/dev/null")?;
+            let saved = nix::unistd::dup(std::io::stdin())?;
+            berth_sys::fd::dup_onto(null.as_fd(), 0)?;
+            Some(saved)
+        };
+        let set = crate::wait::block()?;
+        let execed = berth_runtime::exec(&root, &rec.id, &opts);
+        if let Some(s) = saved_stdin {
+            berth_sys::fd::dup_onto(s.as_fd(), 0)?;
+        }
+        let execed = execed.map_err(|e| {
+            let msg = e.to_string();
+            let code = proto::start_failure_code(&msg);
+            anyhow::Error::new(ContainerError::Start { code, msg })
+        })?;
+        if a.detach {
+            return Ok(0);
+        }
+        let master = match &local {
+            Some(l) => Some(l.master()?),
+            None => None,
+        };
+        crate::wait::foreground(execed.pid, &set, master)
+    })();
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<ContainerError>()
+                .map(ContainerError::exit_code)
+                .unwrap_or(1);
+            eprintln!("Error response from daemon: {e:#}");
+            if code == 125 {
+                1
+            } else {
+                code
+            }
+        }
+    }
+}

@@ -1,0 +1,837 @@
+//! `berth-monitor`: one small process per running container. It starts the
+//! container through the runtime library (its init is the monitor's child),
+//! holds the container's stdio or terminal, writes the json-file log,
+//! serves attach clients on a unix socket, reaps the container, records its
+//! exit in `state.json`, applies the restart policy, and for `--rm` removes
+//! the container after its last exit. It outlives the command that started
+//! it; it knows nothing of the database (the engine reads `state.json`).
+//!
+//! Single-threaded: one poll loop over the container's output, the attach
+//! listener and clients, a pidfd of the container's init and a signalfd.
+
+use berth_engine::monitor_proto::{
+    self as proto, Decoder, Kind, LogLine, MonitorArgs, MonitorState, STATE_FILE, STOPPED_FILE,
+};
+use berth_runtime::state::Root;
+use berth_runtime::CreateOptions;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Entry point of the `berth-monitor` binary.
+pub fn main() -> i32 {
+    let Some(raw) = std::env::args().nth(1) else {
+        eprintln!("berth-monitor: started by berth, not by hand");
+        return 2;
+    };
+    let args: MonitorArgs = match serde_json::from_str(&raw) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("berth-monitor: bad arguments: {e}");
+            return 2;
+        }
+    };
+    // The container's processes must never be able to reach this binary
+    // through /proc/<pid>/exe (CVE-2019-5736). The re-exec keeps our
+    // inherited descriptors.
+    let protected = berth_sys::sealed::ensure_protected();
+    let mut ready = berth_sys::fd::take_inherited(args.ready_fd)
+        .ok()
+        .map(File::from);
+    let attach = args
+        .attach_fd
+        .and_then(|fd| berth_sys::fd::take_inherited(fd).ok())
+        .map(UnixStream::from);
+    if let Err(e) = protected {
+        report(
+            &mut ready,
+            &format!("ERR 125 protecting the monitor binary: {e}"),
+        );
+        return 1;
+    }
+    match Monitor::new(args, attach, ready) {
+        Ok(mut m) => m.run(),
+        Err((mut ready, msg)) => {
+            report(&mut ready, &format!("ERR 125 {msg}"));
+            1
+        }
+    }
+}
+
+/// Write the one readiness line and close the descriptor.
+fn report(ready: &mut Option<File>, line: &str) {
+    if let Some(mut f) = ready.take() {
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// The container's stdio on our side.
+struct Stdio {
+    /// stdout (or the terminal master).
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// Where client stdin goes (a pipe, or the terminal master).
+    input: Option<OwnedFd>,
+}
+
+struct Client {
+    stream: UnixStream,
+    dec: Decoder,
+    streaming: bool,
+    claims_removal: bool,
+}
+
+/// The json-file log with Docker's rotation.
+struct Log {
+    path: std::path::PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+    partial: [Vec<u8>; 2],
+}
+
+impl Log {
+    fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<Log> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Log {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            max_size,
+            max_files: max_files.max(1),
+            partial: [Vec::new(), Vec::new()],
+        })
+    }
+
+    /// Append output of a stream (0 stdout, 1 stderr): complete lines are
+    /// written as entries, a partial line waits (up to 16 KiB).
+    fn write(&mut self, stream: usize, data: &[u8]) {
+        self.partial[stream].extend_from_slice(data);
+        loop {
+            let buf = &self.partial[stream];
+            let cut = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if buf.len() >= 16 << 10 => buf.len(),
+                None => break,
+            };
+            let line: Vec<u8> = self.partial[stream].drain(..cut).collect();
+            self.entry(stream, &line);
+        }
+    }
+
+    /// Write what is left of partial lines.
+    fn flush(&mut self) {
+        for s in 0..2 {
+            if !self.partial[s].is_empty() {
+                let line = std::mem::take(&mut self.partial[s]);
+                self.entry(s, &line);
+            }
+        }
+    }
+
+    fn entry(&mut self, stream: usize, line: &[u8]) {
+        let rec = LogLine {
+            log: String::from_utf8_lossy(line).into_owned(),
+            stream: if stream == 0 { "stdout" } else { "stderr" }.into(),
+            time: now(),
+        };
+        let Ok(mut bytes) = serde_json::to_vec(&rec) else {
+            return;
+        };
+        bytes.push(b'\n');
+        if self.max_size > 0 && self.size + bytes.len() as u64 > self.max_size && self.size > 0 {
+            self.rotate();
+        }
+        if let Some(f) = &mut self.file {
+            if f.write_all(&bytes).is_ok() {
+                self.size += bytes.len() as u64;
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        let name = |i: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{i}"));
+            std::path::PathBuf::from(p)
+        };
+        if self.max_files > 1 {
+            let _ = std::fs::remove_file(name(self.max_files - 1));
+            for i in (1..self.max_files - 1).rev() {
+                let _ = std::fs::rename(name(i), name(i + 1));
+            }
+            let _ = std::fs::rename(&self.path, name(1));
+        } else {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .ok();
+        self.size = 0;
+    }
+}
+
+struct Monitor {
+    args: MonitorArgs,
+    ready: Option<File>,
+    root: Root,
+    state: MonitorState,
+    log: Log,
+    listener: Option<UnixListener>,
+    clients: Vec<Client>,
+    signals: SignalFd,
+    /// The container's init while it runs.
+    pid: Option<i32>,
+    pidfd: Option<OwnedFd>,
+    stdio: Stdio,
+    started: Instant,
+}
+
+/// Block SIGCHLD (for the signalfd) and SIGPIPE (writes to gone clients
+/// fail instead of killing us).
+fn signal_setup() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&pipe), None)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+fn set_nonblocking(fd: &impl AsFd) {
+    let raw = fd.as_fd().as_raw_fd();
+    if let Ok(flags) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL) {
+        let mut f = nix::fcntl::OFlag::from_bits_truncate(flags);
+        f.insert(nix::fcntl::OFlag::O_NONBLOCK);
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(f));
+    }
+    let _ = raw;
+}
+
+impl Monitor {
+    #[allow(clippy::result_large_err)]
+    fn new(
+        args: MonitorArgs,
+        attach: Option<UnixStream>,
+        ready: Option<File>,
+    ) -> Result<Monitor, (Option<File>, String)> {
+        let setup = || -> Result<(SignalFd, Log, UnixListener), String> {
+            let signals = signal_setup().map_err(|e| format!("signals: {e}"))?;
+            // Become the reaper of everything the runtime forks.
+            berth_sys::process::set_child_subreaper().map_err(|e| format!("subreaper: {e}"))?;
+            let log = Log::open(&args.log_path, args.log_max_size, args.log_max_files)
+                .map_err(|e| format!("opening the log {}: {e}", args.log_path.display()))?;
+            let sock = args.run_dir.join(proto::ATTACH_SOCKET);
+            let _ = std::fs::remove_file(&sock);
+            let (_dir, short) = proto::socket_path(&args.run_dir)
+                .map_err(|e| format!("run dir {}: {e}", args.run_dir.display()))?;
+            let listener = UnixListener::bind(&short)
+                .map_err(|e| format!("attach socket {}: {e}", sock.display()))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("attach socket: {e}"))?;
+            Ok((signals, log, listener))
+        };
+        let (signals, log, listener) = match setup() {
+            Ok(x) => x,
+            Err(m) => return Err((ready, m)),
+        };
+        let mut clients = Vec::new();
+        if let Some(stream) = attach {
+            let _ = stream.set_nonblocking(true);
+            clients.push(Client {
+                stream,
+                dec: Decoder::default(),
+                streaming: true,
+                claims_removal: false,
+            });
+        }
+        let state = MonitorState {
+            status: "created".into(),
+            monitor_pid: std::process::id() as i64,
+            restart_count: args.restart_count,
+            ..Default::default()
+        };
+        Ok(Monitor {
+            root: Root::new(&args.runtime_root),
+            args,
+            ready,
+            state,
+            log,
+            listener: Some(listener),
+            clients,
+            signals,
+            pid: None,
+            pidfd: None,
+            stdio: Stdio {
+                out: None,
+                err: None,
+                input: None,
+            },
+            started: Instant::now(),
+        })
+    }
+
+    fn save_state(&self) {
+        if let Ok(json) = serde_json::to_vec(&self.state) {
+            let _ = berth_runtime::state::write_atomic(&self.args.run_dir.join(STATE_FILE), &json);
+        }
+    }
+
+    fn run(&mut self) -> i32 {
+        // The first start decides what the engine is told.
+        match self.start_container() {
+            Ok(pid) => report(&mut self.ready, &format!("OK {pid}")),
+            Err((code, msg)) => {
+                report(&mut self.ready, &format!("ERR {code} {msg}"));
+                self.cleanup_runtime();
+                let _ = std::fs::remove_file(self.args.run_dir.join(proto::ATTACH_SOCKET));
+                return 1;
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (code, oom) = self.supervise();
+            self.state.status = "exited".into();
+            self.state.exit_code = code as i64;
+            self.state.oom_killed = oom;
+            self.state.finished_at = now();
+            self.state.pid = 0;
+            self.cleanup_runtime();
+            let again = self.should_restart(code);
+            if !again {
+                self.save_state();
+                self.send_exit(code, oom);
+                break;
+            }
+            self.send_exit(code, oom);
+            // Docker's backoff: doubling from 100 ms, reset after 10 s up.
+            if self.started.elapsed() >= Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            self.state.status = "restarting".into();
+            self.save_state();
+            if self.sleep_watching(backoff) {
+                // Stopped by the user meanwhile.
+                self.state.status = "exited".into();
+                self.save_state();
+                break;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+            self.state.restart_count += 1;
+            if let Err((_, msg)) = self.start_container() {
+                self.state.status = "exited".into();
+                self.state.error = msg;
+                self.save_state();
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    /// After the last exit: unmount the rootfs, and remove the container
+    /// when it asked for `--rm` (unless an attached client does it).
+    fn finish(&mut self) -> i32 {
+        let _ = std::fs::remove_file(self.args.run_dir.join(proto::ATTACH_SOCKET));
+        self.listener = None;
+        let client_removes = self
+            .clients
+            .iter()
+            .any(|c| c.claims_removal && still_connected(&c.stream));
+        self.clients.clear();
+        let _ = nix::mount::umount2(&self.args.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        if self.args.auto_remove && !client_removes && !self.args.remove_command.is_empty() {
+            let mut cmd = std::process::Command::new(&self.args.remove_command[0]);
+            cmd.args(&self.args.remove_command[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let _ = cmd.status();
+        }
+        0
+    }
+
+    fn should_restart(&self, code: i32) -> bool {
+        if self.args.run_dir.join(STOPPED_FILE).exists() {
+            return false;
+        }
+        match self.args.restart.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => {
+                code != 0
+                    && (self.args.max_retries == 0
+                        || self.state.restart_count < self.args.max_retries as i64)
+            }
+            _ => false,
+        }
+    }
+
+    /// Sleep, still serving clients; true if the user stopped the
+    /// container meanwhile.
+    fn sleep_watching(&mut self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if self.args.run_dir.join(STOPPED_FILE).exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+            self.reap_others();
+        }
+        self.args.run_dir.join(STOPPED_FILE).exists()
+    }
+
+    /// Remove the runtime's state and cgroup of the container.
+    fn cleanup_runtime(&mut self) {
+        let _ = berth_runtime::delete(&self.root, &self.args.id, true);
+    }
+
+    /// Create and start the container with fresh stdio; its init's pid, or
+    /// the exit code class (125 engine, 126 cannot invoke, 127 not found)
+    /// and message.
+    fn start_container(&mut self) -> Result<i32, (i32, String)> {
+        let (child_stdio, ours, console) = self.make_stdio().map_err(|e| (125, e))?;
+        let opts = CreateOptions {
+            bundle: self.args.bundle.clone(),
+            console: console
+                .as_ref()
+                .map(|(_, theirs)| theirs.try_clone())
+                .transpose()
+                .map_err(|e| (125, e.to_string()))?,
+            ..Default::default()
+        };
+        // The init inherits our 0, 1 and 2: point them at the container's
+        // stdio for the create, then back at /dev/null.
+        let saved: Vec<OwnedFd> = [
+            nix::unistd::dup(std::io::stdin()),
+            nix::unistd::dup(std::io::stdout()),
+            nix::unistd::dup(std::io::stderr()),
+        ]
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+        for (i, fd) in child_stdio.iter().enumerate() {
+            let _ = berth_sys::fd::dup_onto(fd.as_fd(), i as RawFd);
+        }
+        let created = berth_runtime::create(&self.root, &self.args.id, &opts);
+        for (i, fd) in saved.iter().enumerate() {
+            let _ = berth_sys::fd::dup_onto(fd.as_fd(), i as RawFd);
+        }
+        drop(saved);
+        drop(child_stdio);
+        drop(opts);
+        let created = created.map_err(|e| {
+            let msg = e.to_string();
+            let code = proto::start_failure_code(&msg);
+            (code, msg)
+        })?;
+        let mut stdio = ours;
+        if let Some((mine, theirs)) = console {
+            drop(theirs);
+            let mut name = [0u8; 256];
+            match berth_sys::fd::recv_with_fd(mine.as_fd(), &mut name) {
+                Ok((_, Some(master))) => {
+                    stdio.input = master.try_clone().ok();
+                    stdio.out = Some(master);
+                }
+                _ => {
+                    self.cleanup_runtime();
+                    return Err((125, "the container sent no terminal".into()));
+                }
+            }
+        }
+        let pid = created.pid;
+        self.pidfd = berth_sys::process::pidfd_open(pid).ok();
+        if let Err(e) = berth_runtime::start(&self.root, &self.args.id) {
+            self.cleanup_runtime();
+            return Err((125, e.to_string()));
+        }
+        for fd in [&stdio.out, &stdio.err, &stdio.input].into_iter().flatten() {
+            set_nonblocking(fd);
+        }
+        self.stdio = stdio;
+        self.pid = Some(pid);
+        self.started = Instant::now();
+        self.state.status = "running".into();
+        self.state.pid = pid as i64;
+        self.state.started_at = now();
+        self.state.finished_at.clear();
+        self.state.exit_code = 0;
+        self.state.oom_killed = false;
+        self.save_state();
+        Ok(pid)
+    }
+
+    /// The container's end of its stdio (0, 1, 2), our ends, and for a
+    /// terminal the console socket pair (ours, theirs).
+    #[allow(clippy::type_complexity)]
+    fn make_stdio(&self) -> Result<(Vec<OwnedFd>, Stdio, Option<(OwnedFd, OwnedFd)>), String> {
+        let null = || -> Result<OwnedFd, String> {
+            File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(|e| format!("/dev/null: {e}"))
+        };
+        let pipe = || nix::unistd::pipe().map_err(|e| format!("pipe: {e}"));
+        if self.args.tty {
+            let (a, b) = UnixStream::pair().map_err(|e| format!("console socket: {e}"))?;
+            let n = null()?;
+            let child = vec![
+                n.try_clone().map_err(|e| e.to_string())?,
+                n.try_clone().map_err(|e| e.to_string())?,
+                n,
+            ];
+            return Ok((
+                child,
+                Stdio {
+                    out: None,
+                    err: None,
+                    input: None,
+                },
+                Some((OwnedFd::from(a), OwnedFd::from(b))),
+            ));
+        }
+        let (in_r, in_w) = if self.args.open_stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            (null()?, None)
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        Ok((
+            vec![in_r, out_w, err_w],
+            Stdio {
+                out: Some(out_r),
+                err: Some(err_r),
+                input: in_w,
+            },
+            None,
+        ))
+    }
+
+    /// Serve until the container's init exits; returns its exit code and
+    /// whether the kernel's OOM killer struck.
+    fn supervise(&mut self) -> (i32, bool) {
+        let mut exit: Option<i32> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if let Some(until) = drain_until {
+                let open = self.stdio.out.is_some() || self.stdio.err.is_some();
+                if !open || Instant::now() >= until {
+                    break;
+                }
+            }
+            // Build the poll set: out, err, listener, clients, signals, pidfd.
+            let mut fds: Vec<PollFd> = Vec::new();
+            let mut what: Vec<u8> = Vec::new();
+            let ev = PollFlags::POLLIN;
+            if let Some(fd) = &self.stdio.out {
+                fds.push(PollFd::new(fd.as_fd(), ev));
+                what.push(b'o');
+            }
+            if let Some(fd) = &self.stdio.err {
+                fds.push(PollFd::new(fd.as_fd(), ev));
+                what.push(b'e');
+            }
+            if let Some(l) = &self.listener {
+                fds.push(PollFd::new(l.as_fd(), ev));
+                what.push(b'l');
+            }
+            for c in &self.clients {
+                fds.push(PollFd::new(c.stream.as_fd(), ev));
+                what.push(b'c');
+            }
+            fds.push(PollFd::new(self.signals.as_fd(), ev));
+            what.push(b's');
+            if exit.is_none() {
+                if let Some(p) = &self.pidfd {
+                    fds.push(PollFd::new(p.as_fd(), ev));
+                    what.push(b'p');
+                }
+            }
+            let timeout = if drain_until.is_some() {
+                PollTimeout::from(50u16)
+            } else {
+                PollTimeout::from(1000u16)
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+            let ready: Vec<(u8, PollFlags)> = fds
+                .iter()
+                .zip(&what)
+                .map(|(f, w)| (*w, f.revents().unwrap_or(PollFlags::empty())))
+                .collect();
+            drop(fds);
+            let mut client_idx = 0usize;
+            let mut dead_clients = Vec::new();
+            for (w, re) in ready {
+                let hit = !re.is_empty();
+                match w {
+                    b'o' | b'e' if hit => self.pump(w == b'e', &mut buf),
+                    b'l' if hit => self.accept(),
+                    b'c' => {
+                        if hit && !self.serve_client(client_idx, &mut buf) {
+                            dead_clients.push(client_idx);
+                        }
+                        client_idx += 1;
+                    }
+                    b's' if hit => {
+                        while self.signals.read_signal().ok().flatten().is_some() {}
+                        if let Some(c) = self.reap() {
+                            exit.get_or_insert(c);
+                        }
+                    }
+                    b'p' if hit => {
+                        if let Some(c) = self.reap() {
+                            exit.get_or_insert(c);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for i in dead_clients.into_iter().rev() {
+                self.clients.remove(i);
+            }
+            if exit.is_none() {
+                if let Some(c) = self.reap() {
+                    exit = Some(c);
+                }
+            }
+            if exit.is_some() && drain_until.is_none() {
+                // The init is gone and so are its namespace's processes:
+                // read what they wrote, briefly.
+                drain_until = Some(Instant::now() + Duration::from_millis(500));
+                self.stdio.input = None;
+            }
+        }
+        self.log.flush();
+        self.stdio = Stdio {
+            out: None,
+            err: None,
+            input: None,
+        };
+        self.pidfd = None;
+        self.pid = None;
+        let code = exit.unwrap_or(255);
+        (code, self.oom_killed())
+    }
+
+    /// Reap children; the init's exit code once it exited.
+    fn reap(&mut self) -> Option<i32> {
+        let pid = self.pid?;
+        let mut result = None;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, c)) if p.as_raw() == pid => result = Some(c),
+                Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => {
+                    result = Some(128 + s as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        result
+    }
+
+    fn reap_others(&mut self) {
+        while let Ok(ws) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            if ws == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+
+    /// Whether the container's cgroup saw an OOM kill (cgroup v2
+    /// memory.events, or v1 memory.oom_control).
+    fn oom_killed(&self) -> bool {
+        false
+    }
+
+    /// Copy available output to the log and streaming clients.
+    fn pump(&mut self, is_err: bool, buf: &mut [u8]) {
+        let slot = if is_err {
+            &self.stdio.err
+        } else {
+            &self.stdio.out
+        };
+        let Some(fd) = slot else { return };
+        let n = match nix::unistd::read(fd, buf) {
+            Ok(0) => {
+                self.close_stream(is_err);
+                return;
+            }
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => return,
+            // EIO: the terminal's last writer is gone.
+            Err(_) => {
+                self.close_stream(is_err);
+                return;
+            }
+        };
+        let data = &buf[..n];
+        self.log.write(is_err as usize, data);
+        let kind = if is_err { Kind::Stderr } else { Kind::Stdout };
+        let f = proto::frame(kind, data);
+        self.clients
+            .retain_mut(|c| !c.streaming || write_all_blocking(&mut c.stream, &f));
+    }
+
+    fn close_stream(&mut self, is_err: bool) {
+        if is_err {
+            self.stdio.err = None;
+        } else {
+            if self.args.tty {
+                self.stdio.input = None;
+            }
+            self.stdio.out = None;
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some(l) = &self.listener else { return };
+        while let Ok((s, _)) = l.accept() {
+            let _ = s.set_nonblocking(true);
+            self.clients.push(Client {
+                stream: s,
+                dec: Decoder::default(),
+                streaming: false,
+                claims_removal: false,
+            });
+        }
+    }
+
+    /// Read a client's frames; false when it is gone.
+    fn serve_client(&mut self, i: usize, buf: &mut [u8]) -> bool {
+        let n = match self.clients[i].stream.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        };
+        self.clients[i].dec.push(&buf[..n]);
+        loop {
+            let next = self.clients[i].dec.next_frame();
+            let (kind, payload) = match next {
+                Ok(Some(f)) => f,
+                Ok(None) => return true,
+                Err(_) => return false,
+            };
+            match kind {
+                Kind::Stdin => {
+                    if let Some(fd) = &self.stdio.input {
+                        let mut f = File::from(match fd.try_clone() {
+                            Ok(f) => f,
+                            Err(_) => continue,
+                        });
+                        let _ = write_all_fd(&mut f, &payload);
+                    }
+                }
+                Kind::StdinEof if !self.args.tty => self.stdio.input = None,
+                Kind::Resize if payload.len() == 4 => {
+                    if let (true, Some(fd)) = (self.args.tty, &self.stdio.input) {
+                        let rows = u16::from_be_bytes([payload[0], payload[1]]);
+                        let cols = u16::from_be_bytes([payload[2], payload[3]]);
+                        let _ = berth_sys::pty::set_winsize(fd.as_fd(), rows, cols);
+                    }
+                }
+                Kind::Signal if payload.len() == 4 => {
+                    let sig = i32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    let _ = berth_runtime::kill(&self.root, &self.args.id, sig, false);
+                }
+                Kind::ClaimRemoval => self.clients[i].claims_removal = true,
+                Kind::Stream => self.clients[i].streaming = true,
+                _ => {}
+            }
+        }
+    }
+
+    fn send_exit(&mut self, code: i32, oom: bool) {
+        let f = proto::frame(Kind::Exit, &proto::exit_payload(code, oom));
+        self.clients
+            .retain_mut(|c| write_all_blocking(&mut c.stream, &f));
+    }
+}
+
+/// Write a whole frame to a non-blocking client, waiting while its buffer
+/// is full (bounded: a client that reads nothing for 5 s is dropped).
+fn write_all_blocking(s: &mut UnixStream, mut data: &[u8]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !data.is_empty() {
+        match s.write(data) {
+            Ok(0) => return false,
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, PollTimeout::from(100u16));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn write_all_fd(f: &mut File, mut data: &[u8]) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !data.is_empty() {
+        match f.write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+                let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, PollTimeout::from(100u16));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the peer of a socket is still there.
+fn still_connected(s: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => true,
+        Ok(_) => {
+            let re = fds[0].revents().unwrap_or(PollFlags::empty());
+            if re.contains(PollFlags::POLLHUP) || re.contains(PollFlags::POLLERR) {
+                return false;
+            }
+            let mut b = [0u8; 1];
+            let flags =
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+            !matches!(nix::sys::socket::recv(s.as_raw_fd(), &mut b, flags), Ok(0))
+        }
+        Err(_) => false,
+    }
+}

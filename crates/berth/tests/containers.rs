@@ -1,0 +1,526 @@
+//! Containers through the `berth` binary: run, create/start, ps, logs,
+//! stop/kill/rm, wait, inspect, stdio and terminals, restart policies,
+//! names, binds, and what happens when a monitor dies.
+//!
+//! Each test has its own --root and --run-root; the busybox image is made
+//! from Debian's busybox-static once (a tarball in the target dir) and
+//! imported into each store. Root is required: without it these tests fail
+//! (BERTH_SKIP_ROOT_TESTS=1 skips them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn need_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    panic!("this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip it)");
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A store of a test's own, removed (containers first) when dropped.
+struct Store {
+    dir: tempfile::TempDir,
+    run: PathBuf,
+}
+
+impl Store {
+    fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let run = PathBuf::from(format!(
+            "/run/berth-test-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        ));
+        Store { dir, run }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--run-root")
+            .arg(&self.run)
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run berth")
+    }
+
+    /// Run and expect success; stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed ({:?}): {}{}",
+            o.status.code(),
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// The busybox image, as `busybox:latest`.
+    fn with_busybox(self) -> Store {
+        let tarball = busybox_tarball();
+        self.ok(&["import", tarball.to_str().unwrap(), "busybox:latest"]);
+        self
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Every container goes (monitors, mounts, cgroups), then the dirs.
+        if let Ok(o) = self.cmd(&["ps", "-aq", "--no-trunc"]).output() {
+            for id in text(&o.stdout).split_whitespace() {
+                let _ = self.cmd(&["rm", "-f", id]).output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.run);
+        // The shared cgroup parent goes once empty (another test still
+        // using it keeps it: rmdir of a busy cgroup fails).
+        if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+            for d in dirs.flatten() {
+                let _ = std::fs::remove_dir(d.path().join("berth"));
+            }
+        }
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/berth");
+    }
+}
+
+/// A rootfs tarball of Debian's busybox-static, made once per build.
+fn busybox_tarball() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs.tar");
+    if out.exists() {
+        return out;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path().join("rootfs");
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "root",
+        "proc",
+        "sys",
+        "dev",
+        "home/user",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", r.join("bin/busybox")).expect("busybox-static is installed");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for app in text(&list.stdout).split_whitespace() {
+        let p = r.join("bin").join(app);
+        if !p.exists() {
+            std::os::unix::fs::symlink("busybox", p).unwrap();
+        }
+    }
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/group"),
+        "root:x:0:\ntty:x:5:\nusers:x:100:user\nuser:x:1000:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+    let staged = out.with_extension(format!("tmp{}", std::process::id()));
+    assert!(Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(&r)
+        .arg("-cf")
+        .arg(&staged)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    std::fs::rename(&staged, &out).unwrap();
+    out
+}
+
+#[test]
+fn run_rm_hello_world() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new();
+    let out = s.ok(&["run", "--rm", "hello-world"]);
+    assert!(out.contains("its process ID is 1"), "{out}");
+    assert_eq!(s.ok(&["ps", "-aq"]), "", "--rm removed it");
+}
+
+#[test]
+fn run_in_the_foreground_streams_output_and_returns_the_exit_code() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let o = s.run(&[
+        "run",
+        "--name",
+        "fg",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "out\n");
+    assert_eq!(text(&o.stderr), "err\n");
+    // Kept (no --rm): ps -a shows it exited with 3; logs have both streams.
+    let ps = s.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (3)"), "{ps}");
+    assert!(ps.contains(" fg"), "{ps}");
+    let o = s.run(&["logs", "fg"]);
+    assert_eq!(text(&o.stdout), "out\n");
+    assert_eq!(text(&o.stderr), "err\n");
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "fg"])).unwrap();
+    assert_eq!(v[0]["State"]["ExitCode"], 3);
+    assert_eq!(v[0]["State"]["Status"], "exited");
+    assert_eq!(v[0]["Name"], "/fg");
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.ExitCode}} {{.Config.Image}}",
+            "fg"
+        ]),
+        "3 busybox\n"
+    );
+    // A command that is not there: 127; not executable: 126.
+    let o = s.run(&["run", "--rm", "busybox", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("/nonexistent"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = s.run(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    // Stdin with -i.
+    let mut c = s.cmd(&["run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"shout\n").unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o.stdout), "SHOUT\n");
+}
+
+#[test]
+fn the_container_sees_its_own_settings() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "-u",
+        "user",
+        "--hostname",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $GREETING $(pwd) $(id -u):$(id -g) $(hostname) $HOME; cat /etc/hostname",
+    ]);
+    assert_eq!(out, "hi /tmp 1000:1000 box /home/user\nbox\n");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "echo",
+        "busybox",
+        "from",
+        "entrypoint",
+    ]);
+    assert_eq!(out, "from entrypoint\n");
+    let o = s.run(&["run", "--rm", "-u", "nosuch", "busybox", "true"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("nosuch"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn detached_containers_stop_start_and_go() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo hello; while :; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = s.ok(&["ps"]);
+    assert!(ps.contains(&id[..12]) && ps.contains("Up "), "{ps}");
+    // Output reaches the log while it runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.ok(&["logs", "bg"]).contains("hello") {
+        assert!(Instant::now() < deadline, "no output in the log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // rm without -f refuses; stop uses SIGTERM, which the trap answers.
+    let o = s.run(&["rm", "bg"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("cannot remove a running container"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(s.ok(&["stop", "bg"]), "bg\n");
+    assert!(s.ok(&["logs", "bg"]).contains("bye"));
+    assert!(s.ok(&["ps", "-a"]).contains("Exited (0)"));
+    assert_eq!(s.ok(&["wait", "bg"]), "0\n");
+    // Start again, kill, wait gives 137.
+    s.ok(&["start", "bg"]);
+    assert!(s.ok(&["ps"]).contains("bg"));
+    s.ok(&["kill", "bg"]);
+    assert_eq!(s.ok(&["wait", "bg"]), "137\n");
+    s.ok(&["rm", "bg"]);
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    let o = s.run(&["rm", "bg"]);
+    assert!(
+        text(&o.stderr).contains("No such container: bg"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn names_are_unique_and_checked() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&["create", "--name", "one", "busybox", "true"]);
+    let o = s.run(&["create", "--name", "one", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("is already in use"),
+        "{}",
+        text(&o.stderr)
+    );
+    let long = "x".repeat(10_000);
+    for bad in ["../x", "a\u{7}b", "-x", long.as_str()] {
+        let o = s.run(&["create", "--name", bad, "busybox", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{bad:?}");
+        let err = text(&o.stderr);
+        assert!(err.contains("Invalid container name"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let o = s.run(&["run", "--rm", "nosuchimage"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("nosuchimage"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "/nonexistent/dir:/x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("does not exist"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Only the one good container exists.
+    assert_eq!(s.ok(&["ps", "-aq"]).lines().count(), 1);
+}
+
+#[test]
+fn an_image_in_use_is_not_removed() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&["create", "--name", "user", "busybox", "true"]);
+    let o = s.run(&["rmi", "busybox"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("is using its referenced image"),
+        "{}",
+        text(&o.stderr)
+    );
+    s.ok(&["rm", "user"]);
+    s.ok(&["rmi", "busybox"]);
+}
+
+#[test]
+fn a_bind_mount_shows_host_edits_live() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let share = s.root().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("code.txt"), "v1\n").unwrap();
+    let bind = format!("{}:/src", share.display());
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "while :; do cat /src/code.txt; sleep 0.05; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(share.join("code.txt"), "v2\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.ok(&["logs", "live"]).contains("v2") {
+        assert!(Instant::now() < deadline, "the edit never showed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Read-only binds are read-only.
+    let ro = format!("{}:/src:ro", share.display());
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &ro,
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /src/new",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!share.join("new").exists());
+}
+
+#[test]
+fn restart_on_failure_counts_and_stops() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; exit 1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = s.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.RestartCount}}",
+            "flaky",
+        ]);
+        if st.trim() == "exited 2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.ok(&["logs", "flaky"]).matches("try").count(), 3);
+}
+
+#[test]
+fn a_dead_monitor_does_not_leave_a_running_container() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&["run", "-d", "--name", "orphan", "busybox", "sleep", "1000"]);
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "orphan"])).unwrap();
+    let pid = v[0]["State"]["Pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    // The monitor is the container init's parent.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ppid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let ps = s.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited"), "{ps}");
+    // Killed: gone, or a zombie waiting for the host's init to reap it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.is_empty() || status.contains("State:\tZ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container lives on: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.ok(&["rm", "orphan"]);
+}
+
+#[test]
+fn run_t_gives_a_terminal() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let cmd = format!(
+        "{} --root {} --run-root {} run --rm -t busybox sh -c 'tty; stty size'",
+        env!("CARGO_BIN_EXE_berth"),
+        s.root().display(),
+        s.run.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(out.contains("/dev/pts/0"), "{out}");
+}
