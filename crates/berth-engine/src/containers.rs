@@ -589,6 +589,7 @@ fn launch(
         code: 125,
         msg: e.to_string(),
     })?;
+    make_workdir(&rootfs, &spec::working_dir(cfg, &defaults)?)?;
     let cgroup = format!("/berth/{}", rec.id);
     let (hostname, hosts, resolv) = (
         dir.join("hostname"),
@@ -665,6 +666,7 @@ fn launch(
         auto_remove: cfg.auto_remove,
         remove_command,
         rootfs: rootfs.clone(),
+        cgroup: cgroup.clone(),
         attach_fd: monitor_end.as_ref().map(|f| f.as_raw_fd()),
         ready_fd: ready_w.as_raw_fd(),
     };
@@ -724,6 +726,54 @@ fn launch(
     rec.exit_code = code as i64;
     images.db.update_container(&rec)?;
     Err(ContainerError::Start { code, msg })
+}
+
+/// Create the working directory inside the rootfs when it is missing, as
+/// Docker does (0755, root's), each component resolved inside the rootfs so
+/// that a symlink in the image can never lead the mkdir out of it.
+fn make_workdir(rootfs: &Path, dir: &str) -> Result<()> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsFd;
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ContainerError::Io {
+        what: "opening",
+        path: rootfs.to_path_buf(),
+        source: e.into(),
+    })?;
+    let mut prefix = PathBuf::new();
+    for comp in Path::new(dir).components() {
+        let std::path::Component::Normal(name) = comp else {
+            continue;
+        };
+        let parent = if prefix.as_os_str().is_empty() {
+            root.try_clone().map_err(io("opening", rootfs))?
+        } else {
+            berth_sys::fd::open_in_root(root.as_fd(), &prefix, libc::O_PATH | libc::O_DIRECTORY, 0)
+                .map_err(|e| ContainerError::Start {
+                    code: 125,
+                    msg: format!(
+                        "setting up the working directory {dir}: {}: {e}",
+                        prefix.display()
+                    ),
+                })?
+        };
+        prefix.push(name);
+        match nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(ContainerError::Start {
+                    code: 125,
+                    msg: format!("creating the working directory {dir}: {e}"),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parse Docker's sizes: `10k`, `5m`, `1g`, plain bytes.
@@ -933,4 +983,118 @@ fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord)
     std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
     let _ = std::fs::remove_dir_all(paths.run_dir(&rec.id));
     Ok(())
+}
+
+fn runtime_root(paths: &Paths) -> berth_runtime::state::Root {
+    berth_runtime::state::Root::new(paths.runtime_root())
+}
+
+/// `pause`: freeze every process of a running container.
+pub fn pause(images: &mut ImageStore, paths: &Paths, mut rec: ContainerRecord) -> Result<()> {
+    let _lock = lock(paths, &rec.id)?;
+    match rec.state.as_str() {
+        state::RUNNING => {}
+        state::PAUSED => {
+            return Err(ContainerError::Conflict(format!(
+                "Container {} is already paused",
+                rec.id
+            )))
+        }
+        _ => {
+            return Err(ContainerError::Conflict(format!(
+                "Container {} is not running",
+                rec.id
+            )))
+        }
+    }
+    berth_runtime::pause(&runtime_root(paths), &rec.id)
+        .map_err(|e| ContainerError::Conflict(e.to_string()))?;
+    rec.state = state::PAUSED.into();
+    images.db.update_container(&rec)?;
+    Ok(())
+}
+
+/// `unpause`.
+pub fn unpause(images: &mut ImageStore, paths: &Paths, mut rec: ContainerRecord) -> Result<()> {
+    let _lock = lock(paths, &rec.id)?;
+    if rec.state != state::PAUSED {
+        return Err(ContainerError::Conflict(format!(
+            "Container {} is not paused",
+            rec.id
+        )));
+    }
+    berth_runtime::resume(&runtime_root(paths), &rec.id)
+        .map_err(|e| ContainerError::Conflict(e.to_string()))?;
+    rec.state = state::RUNNING.into();
+    images.db.update_container(&rec)?;
+    Ok(())
+}
+
+/// `rename`.
+pub fn rename(images: &mut ImageStore, rec: ContainerRecord, new_name: &str) -> Result<()> {
+    validate_name(new_name)?;
+    let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+    if let Some(other) = images.db.container_by_name(new_name)? {
+        return Err(DbError::NameInUse {
+            name: new_name.to_string(),
+            id: other.id,
+        }
+        .into());
+    }
+    let mut rec = rec;
+    rec.name = new_name.to_string();
+    match images.db.update_container(&rec) {
+        Ok(()) => Ok(()),
+        // Taken meanwhile by another command.
+        Err(e) => Err(match images.db.container_by_name(new_name)? {
+            Some(other) if other.id != rec.id => DbError::NameInUse {
+                name: new_name.to_string(),
+                id: other.id,
+            }
+            .into(),
+            _ => e.into(),
+        }),
+    }
+}
+
+/// The host pids of a running container's processes.
+pub fn pids(paths: &Paths, rec: &ContainerRecord) -> Result<Vec<i32>> {
+    if !matches!(rec.state.as_str(), state::RUNNING | state::PAUSED) {
+        return Err(ContainerError::Conflict(format!(
+            "Container {} is not running",
+            rec.id
+        )));
+    }
+    berth_runtime::pids(&runtime_root(paths), &rec.id)
+        .map_err(|e| ContainerError::Conflict(e.to_string()))
+}
+
+/// `container prune`: remove every container that is not running; their
+/// IDs.
+pub fn prune(images: &mut ImageStore, paths: &Paths) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for rec in list(images, paths)? {
+        if matches!(
+            rec.state.as_str(),
+            state::CREATED | state::EXITED | state::DEAD
+        ) {
+            let id = rec.id.clone();
+            remove(images, paths, rec, false)?;
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Connect to a running container's monitor to stream its output.
+pub fn attach(paths: &Paths, rec: &ContainerRecord) -> Result<UnixStream> {
+    if !matches!(
+        rec.state.as_str(),
+        state::RUNNING | state::PAUSED | state::RESTARTING
+    ) {
+        return Err(ContainerError::Conflict(
+            "You cannot attach to a stopped container, start it first".into(),
+        ));
+    }
+    proto::connect(&paths.run_dir(&rec.id)).map_err(io("connecting to", &paths.run_dir(&rec.id)))
 }

@@ -43,6 +43,9 @@ pub struct MonitorArgs {
     pub remove_command: Vec<String>,
     /// The merged rootfs mount, unmounted after the last exit.
     pub rootfs: PathBuf,
+    /// The container's cgroup path (as in the spec's `cgroupsPath`), where
+    /// the kernel counts OOM kills.
+    pub cgroup: String,
     /// The descriptor number of the pre-connected attach client, if any.
     pub attach_fd: Option<i32>,
     /// The descriptor number to report readiness on.

@@ -1281,3 +1281,95 @@ pub fn exec(store: &mut ImageStore, paths: &Paths, a: &ExecArgs) -> i32 {
         }
     }
 }
+
+/// `top`: the host's `ps` (default `-ef`), rows of the container's
+/// processes only, as Docker does.
+pub fn top(
+    store: &mut ImageStore,
+    paths: &Paths,
+    name: &str,
+    ps_args: &[String],
+) -> anyhow::Result<i32> {
+    let rec = ctr::find(store, paths, name)?;
+    let pids = ctr::pids(paths, &rec)?;
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let o = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("running ps")?;
+    if !o.status.success() {
+        return Err(bad(format!(
+            "ps: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let pid_col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| bad("Couldn't find PID field in ps output"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{header}")?;
+    for l in lines {
+        let pid: Option<i32> = l
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            writeln!(out, "{l}")?;
+        }
+    }
+    Ok(0)
+}
+
+/// `attach`: stream a running container's output (and stdin unless
+/// `--no-stdin`) until it exits; its exit code.
+pub fn attach(
+    store: &mut ImageStore,
+    paths: &Paths,
+    name: &str,
+    no_stdin: bool,
+    sig_proxy: bool,
+) -> i32 {
+    let r = (|| -> anyhow::Result<i32> {
+        let rec = ctr::find(store, paths, name)?;
+        let cfg = ctr::config_of(&rec)?;
+        let conn = ctr::attach(paths, &rec)?;
+        let mut args = dummy_args(&cfg);
+        args.interactive = cfg.open_stdin && !no_stdin;
+        attach_session(conn, &args, sig_proxy, false)
+    })();
+    r.unwrap_or_else(|e| {
+        eprintln!("Error response from daemon: {e:#}");
+        1
+    })
+}
+
+/// `container prune`.
+pub fn prune(store: &mut ImageStore, paths: &Paths, force: bool) -> anyhow::Result<i32> {
+    if !force {
+        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !answer.trim().eq_ignore_ascii_case("y") {
+            return Ok(0);
+        }
+    }
+    let removed = ctr::prune(store, paths)?;
+    let mut out = std::io::stdout().lock();
+    if !removed.is_empty() {
+        writeln!(out, "Deleted Containers:")?;
+        for id in &removed {
+            writeln!(out, "{id}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: 0B")?;
+    Ok(0)
+}

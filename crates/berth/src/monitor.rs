@@ -668,7 +668,31 @@ impl Monitor {
     /// Whether the container's cgroup saw an OOM kill (cgroup v2
     /// memory.events, or v1 memory.oom_control).
     fn oom_killed(&self) -> bool {
-        false
+        let rel = self.args.cgroup.trim_start_matches('/');
+        if rel.is_empty() {
+            return false;
+        }
+        let count = |path: String, key: &str| -> u64 {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| {
+                    t.lines().find_map(|l| {
+                        let (k, v) = l.split_once(' ')?;
+                        (k == key).then(|| v.trim().parse().ok()).flatten()
+                    })
+                })
+                .unwrap_or(0)
+        };
+        // cgroup v1's memory controller, or v2 (unified, or pure v2).
+        count(
+            format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+            "oom_kill",
+        ) > 0
+            || count(format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill") > 0
+            || count(
+                format!("/sys/fs/cgroup/unified/{rel}/memory.events"),
+                "oom_kill",
+            ) > 0
     }
 
     /// Copy available output to the log and streaming clients.

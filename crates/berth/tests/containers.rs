@@ -524,3 +524,184 @@ fn run_t_gives_a_terminal() {
     let out = text(&o.stdout);
     assert!(out.contains("/dev/pts/0"), "{out}");
 }
+
+#[test]
+fn exec_pause_rename_top_attach_and_prune() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "-e",
+        "FROM_RUN=1",
+        "busybox",
+        "sh",
+        "-c",
+        "while :; do echo tick; sleep 0.2; done",
+    ]);
+    // exec sees the container's environment and its own flags.
+    assert_eq!(s.ok(&["exec", "svc", "sh", "-c", "echo $FROM_RUN"]), "1\n");
+    assert_eq!(
+        s.ok(&[
+            "exec",
+            "-e",
+            "X=2",
+            "-w",
+            "/tmp",
+            "svc",
+            "sh",
+            "-c",
+            "echo $X $(pwd)"
+        ]),
+        "2 /tmp\n"
+    );
+    assert_eq!(s.ok(&["exec", "-u", "user", "svc", "id", "-u"]), "1000\n");
+    let o = s.run(&["exec", "svc", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    let o = s.run(&["exec", "svc", "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    // top lists the container's processes only.
+    let top = s.ok(&["top", "svc"]);
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.contains("while :"), "{top}");
+    assert!(!top.contains("berth-monitor"), "{top}");
+    // pause / unpause.
+    s.ok(&["pause", "svc"]);
+    assert!(s.ok(&["ps"]).contains("(Paused)"));
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.Paused}}", "svc"]),
+        "true\n"
+    );
+    let o = s.run(&["pause", "svc"]);
+    assert_eq!(o.status.code(), Some(1));
+    s.ok(&["unpause", "svc"]);
+    assert!(s.ok(&["ps"]).contains("Up "));
+    // rename, and a taken name refused.
+    s.ok(&["create", "--name", "other", "busybox", "true"]);
+    s.ok(&["rename", "svc", "renamed"]);
+    assert!(s.ok(&["ps"]).contains("renamed"));
+    let o = s.run(&["rename", "renamed", "other"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("already in use"),
+        "{}",
+        text(&o.stderr)
+    );
+    // attach streams output until the container stops.
+    let att = s
+        .cmd(&["attach", "renamed"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.ok(&["kill", "renamed"]);
+    let out = att.wait_with_output().unwrap();
+    assert!(text(&out.stdout).contains("tick"), "{}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(137));
+    // prune removes the stopped ones.
+    let pruned = s.ok(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Containers:"), "{pruned}");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn limits_hold_and_are_reported() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    // Memory: the OOM killer's victim exits 137 and is reported.
+    let o = s.run(&[
+        "run",
+        "--name",
+        "oom",
+        "-m",
+        "16m",
+        "--memory-swap",
+        "16m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=128M",
+        "count=1",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{}", text(&o.stderr));
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.OOMKilled}} {{.State.ExitCode}}",
+            "oom"
+        ]),
+        "true 137\n"
+    );
+    let o = s.run(&["run", "--rm", "-m", "1m", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("Minimum memory limit"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A fork bomb meets --pids-limit.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bomb",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        "seq 40 | xargs -n1 -P40 sleep 5",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let top = s.ok(&["top", "bomb"]);
+    let n = top.lines().count() - 1;
+    assert!((2..=10).contains(&n), "{n} processes:\n{top}");
+    s.ok(&["rm", "-f", "bomb"]);
+    // --init is PID 1 and reaps.
+    let out = s.ok(&["run", "--rm", "--init", "busybox", "cat", "/proc/1/cmdline"]);
+    assert!(out.starts_with("/sbin/docker-init"), "{out:?}");
+}
+
+#[test]
+fn logs_rotate_and_tail() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&[
+        "run",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 200); do echo line $i; done",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "chatty"])).unwrap();
+    let log = PathBuf::from(v[0]["LogPath"].as_str().unwrap());
+    assert!(std::fs::metadata(&log).unwrap().len() <= 2048 + 200);
+    let mut rotated = log.clone().into_os_string();
+    rotated.push(".1");
+    assert!(Path::new(&rotated).exists(), "no rotated file");
+    let mut third = log.into_os_string();
+    third.push(".2");
+    assert!(!Path::new(&third).exists(), "max-file=2 keeps two files");
+    assert_eq!(
+        s.ok(&["logs", "--tail", "2", "chatty"]),
+        "line 199\nline 200\n"
+    );
+    let ts = s.ok(&["logs", "-t", "--tail", "1", "chatty"]);
+    assert!(ts.ends_with(" line 200\n") && ts.starts_with("20"), "{ts}");
+}

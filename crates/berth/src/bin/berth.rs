@@ -59,6 +59,27 @@ enum Cmd {
     Inspect(InspectArgs),
     /// Execute a command in a running container
     Exec(Box<containers_cli::ExecArgs>),
+    /// Pause all processes within one or more containers
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(NamesArgs),
+    /// Rename a container
+    Rename {
+        /// Container
+        container: String,
+        /// New name
+        new_name: String,
+    },
+    /// Display the running processes of a container
+    Top {
+        /// Container
+        container: String,
+        /// ps options (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
     /// Manage containers
     Container {
         #[command(subcommand)]
@@ -122,6 +143,33 @@ enum ContainerCmd {
     Inspect(InspectArgs),
     /// Execute a command in a running container
     Exec(Box<containers_cli::ExecArgs>),
+    /// Pause all processes within one or more containers
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(NamesArgs),
+    /// Rename a container
+    Rename {
+        /// Container
+        container: String,
+        /// New name
+        new_name: String,
+    },
+    /// Display the running processes of a container
+    Top {
+        /// Container
+        container: String,
+        /// ps options (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
+    /// Remove all stopped containers
+    Prune {
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +219,21 @@ struct RmArgs {
     /// Containers
     #[arg(required = true)]
     containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct AttachArgs {
+    /// Do not attach STDIN
+    #[arg(long = "no-stdin")]
+    no_stdin: bool,
+    /// Proxy all received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    /// Override the key sequence for detaching a container (accepted)
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
+    /// Container
+    container: String,
 }
 
 #[derive(Args, Debug)]
@@ -476,6 +539,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             ContainerCmd::Logs(a) => Cmd::Logs(a),
             ContainerCmd::Wait(a) => Cmd::Wait(a),
             ContainerCmd::Exec(a) => Cmd::Exec(a),
+            ContainerCmd::Pause(a) => Cmd::Pause(a),
+            ContainerCmd::Unpause(a) => Cmd::Unpause(a),
+            ContainerCmd::Rename {
+                container,
+                new_name,
+            } => Cmd::Rename {
+                container,
+                new_name,
+            },
+            ContainerCmd::Top { container, ps_args } => Cmd::Top { container, ps_args },
+            ContainerCmd::Attach(a) => Cmd::Attach(a),
+            ContainerCmd::Prune { force } => {
+                let mut store = berth_engine::ImageStore::open(&cli.root)?;
+                return containers_cli::prune(&mut store, &paths()?, force);
+            }
             ContainerCmd::Inspect(mut a) => {
                 a.kind = Some("container".into());
                 Cmd::Inspect(a)
@@ -594,6 +672,61 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Exec(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             Ok(containers_cli::exec(&mut store, &paths()?, &a))
+        }
+        Cmd::Pause(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::each(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                |s, p, rec| {
+                    berth_engine::containers::pause(s, p, rec)?;
+                    Ok(None)
+                },
+            ))
+        }
+        Cmd::Unpause(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::each(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                |s, p, rec| {
+                    berth_engine::containers::unpause(s, p, rec)?;
+                    Ok(None)
+                },
+            ))
+        }
+        Cmd::Rename {
+            container,
+            new_name,
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            let p = paths()?;
+            let r = berth_engine::containers::find(&mut store, &p, &container)
+                .and_then(|rec| berth_engine::containers::rename(&mut store, rec, &new_name));
+            Ok(match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("Error response from daemon: {e}");
+                    1
+                }
+            })
+        }
+        Cmd::Top { container, ps_args } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            containers_cli::top(&mut store, &paths()?, &container, &ps_args)
+        }
+        Cmd::Attach(a) => {
+            let _ = &a.detach_keys;
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::attach(
+                &mut store,
+                &paths()?,
+                &a.container,
+                a.no_stdin,
+                a.sig_proxy,
+            ))
         }
         Cmd::Inspect(a) => {
             let _ = a.size;
