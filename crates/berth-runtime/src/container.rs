@@ -628,7 +628,13 @@ struct Prepared {
     seccomp_metadata: String,
 }
 
-fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result<Prepared> {
+fn prepare(
+    root: &Root,
+    spec: &Spec,
+    bundle: &Path,
+    id: &str,
+    opts: &CreateOptions,
+) -> Result<Prepared> {
     let rootfs = config::rootfs(bundle, spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let process = spec
@@ -740,7 +746,11 @@ fn prepare(spec: &Spec, bundle: &Path, id: &str, opts: &CreateOptions) -> Result
     let resources = linux.resources().clone().unwrap_or_default();
     Cgroup::validate(&resources)?;
     let cgroup = Cgroup::resolve(linux.cgroups_path().as_deref(), id)?;
-    let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(|s| seccomp::compile_cached(s, &root.seccomp_cache()))
+        .transpose()?;
     let seccomp_listener = linux
         .seccomp()
         .as_ref()
@@ -942,7 +952,7 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
         path: raw_path,
         msg,
     })?;
-    let mut prep = prepare(&spec, &bundle, id, opts)?;
+    let mut prep = prepare(root, &spec, &bundle, id, opts)?;
 
     std::fs::create_dir_all(&root.dir).ctx(|| format!("state root {}", root.dir.display()))?;
     let dir = root.container_dir(id);
@@ -1424,7 +1434,11 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
             .ok_or_else(|| Error::field("process", "missing"))?,
     };
     let linux = spec.linux().clone().unwrap_or_default();
-    let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(|s| seccomp::compile_cached(s, &root.seccomp_cache()))
+        .transpose()?;
     let mut proc_plan = process_plan(&process, seccomp)?;
     proc_plan.personality = personality_plan(&linux)?;
     if proc_plan.terminal && opts.console_socket.is_none() && opts.console.is_none() {

@@ -91,6 +91,12 @@ pub enum SeccompError {
         #[source]
         source: LibseccompError,
     },
+    /// The kernel refused the compiled program.
+    #[error("seccomp: loading the filter: {source}")]
+    LoadProgram {
+        #[source]
+        source: io::Error,
+    },
     /// The filter is loaded but its user-notification fd could not be taken.
     #[error("seccomp: taking the user-notification fd: {source}")]
     NotifyFd {
@@ -135,6 +141,9 @@ pub struct Filter {
     arches: Vec<ArchEntry>,
     attrs: Vec<AttrEntry>,
     rules: Vec<Rule>,
+    /// The filter already compiled to BPF (see [`with_cache`]): installed
+    /// directly, without building it with libseccomp again.
+    program: Option<Vec<u8>>,
 }
 
 /// One architecture added to the filter (besides the native one).
@@ -177,6 +186,38 @@ struct Rule {
 /// Every error names the field that caused it; see
 /// [`SeccompError::is_invalid_input`].
 pub fn compile(spec: &LinuxSeccomp) -> Result<Filter, SeccompError> {
+    let filter = plan(spec)?;
+    // A dry run: whatever libseccomp refuses is reported now, in the parent,
+    // rather than in the container's init.
+    filter.build()?;
+    Ok(filter)
+}
+
+/// [`compile`], with the BPF program taken from (or added to) the cache
+/// in `dir`: a filter seen before costs no libseccomp work at all.
+pub fn compile_cached(spec: &LinuxSeccomp, dir: &std::path::Path) -> Result<Filter, SeccompError> {
+    let mut filter = plan(spec)?;
+    if filter.has_notify() {
+        filter.build()?;
+        return Ok(filter);
+    }
+    let path = dir.join(format!("{}.bpf", filter.cache_key()));
+    if let Ok(prog) = std::fs::read(&path) {
+        if !prog.is_empty() && prog.len().is_multiple_of(berth_sys::seccomp::INSN_SIZE) {
+            filter.program = Some(prog);
+            return Ok(filter);
+        }
+    }
+    // Compiling is the dry run too.
+    let prog = filter.to_program()?;
+    let _ = std::fs::create_dir_all(dir);
+    let _ = crate::state::write_atomic(&path, &prog);
+    filter.program = Some(prog);
+    Ok(filter)
+}
+
+/// The checked plan of a filter, not yet tried with libseccomp.
+fn plan(spec: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     let default_action = action(
         spec.default_action(),
         spec.default_errno_ret(),
@@ -247,16 +288,13 @@ pub fn compile(spec: &LinuxSeccomp) -> Result<Filter, SeccompError> {
         }
     }
 
-    let filter = Filter {
+    Ok(Filter {
         default_action,
         arches,
         attrs,
         rules,
-    };
-    // A dry run: whatever libseccomp refuses is reported now, in the parent,
-    // rather than in the container's init.
-    filter.build()?;
-    Ok(filter)
+        program: None,
+    })
 }
 
 /// Append the rules of one `syscalls[]` entry.
@@ -458,6 +496,11 @@ impl Filter {
     /// [`Filter::has_notify`]. Until the agent reads from it, a notified
     /// syscall of this process blocks.
     pub fn load(&self) -> Result<Option<OwnedFd>, SeccompError> {
+        if let (Some(prog), false) = (&self.program, self.has_notify()) {
+            return berth_sys::seccomp::set_filter(prog, self.flags())
+                .map(|()| None)
+                .map_err(|source| SeccompError::LoadProgram { source });
+        }
         let ctx = self.build()?;
         // Made before loading: the filter might refuse socketpair.
         let pair = if self.has_notify() {
@@ -476,6 +519,54 @@ impl Filter {
             })?;
         let fd = own_fd(raw, &tx, &rx).map_err(|source| SeccompError::NotifyFd { source })?;
         Ok(Some(fd))
+    }
+
+    /// The kernel's filter flags the plan's attributes ask for.
+    fn flags(&self) -> u32 {
+        use berth_sys::seccomp as k;
+        self.attrs.iter().fold(0, |f, a| {
+            f | match a.attr {
+                Attr::Tsync => k::FLAG_TSYNC,
+                Attr::Log => k::FLAG_LOG,
+                Attr::SpecAllow => k::FLAG_SPEC_ALLOW,
+                Attr::WaitKillableRecv => k::FLAG_WAIT_KILLABLE_RECV,
+            }
+        })
+    }
+
+    /// The filter compiled to a classic BPF program by libseccomp.
+    pub fn to_program(&self) -> Result<Vec<u8>, SeccompError> {
+        let ctx = self.build()?;
+        let fd =
+            nix::sys::memfd::memfd_create(c"berth-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .map_err(|e| SeccompError::LoadProgram { source: e.into() })?;
+        ctx.export_bpf(&fd)
+            .map_err(|source| SeccompError::Libseccomp {
+                what: "exporting the filter",
+                source,
+            })?;
+        let mut f = std::fs::File::from(fd);
+        let mut prog = Vec::new();
+        std::io::Seek::rewind(&mut f)
+            .and_then(|_| std::io::Read::read_to_end(&mut f, &mut prog))
+            .map_err(|source| SeccompError::LoadProgram { source })?;
+        Ok(prog)
+    }
+
+    /// What identifies the compiled program: the plan and the libseccomp
+    /// version that compiles it.
+    fn cache_key(&self) -> String {
+        use sha2::Digest as _;
+        let plan = format!(
+            "{:?}|{:?}|{:?}|{:?}|{}",
+            self.default_action,
+            self.arches,
+            self.attrs,
+            self.rules,
+            libseccomp_version()
+        );
+        let d = sha2::Sha256::digest(plan.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Build the libseccomp context that the plan describes.
@@ -628,6 +719,37 @@ mod tests {
 
     fn rule_names(filter: &Filter) -> Vec<&str> {
         filter.rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn compiled_programs_are_cached_and_refused_when_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = spec(
+            LinuxSeccompAction::ScmpActAllow,
+            vec![
+                syscall(&["mkdirat", "mkdir"], LinuxSeccompAction::ScmpActErrno)
+                    .errno_ret(1u32)
+                    .build()
+                    .unwrap(),
+            ],
+        );
+        let a = compile_cached(&sp, dir.path()).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "one program stored");
+        let b = compile_cached(&sp, dir.path()).unwrap();
+        assert_eq!(a.program, b.program, "the second comes from the cache");
+        assert_eq!(a.program.as_ref().unwrap(), &a.to_program().unwrap());
+        // A different filter is another entry.
+        let other = spec(LinuxSeccompAction::ScmpActAllow, vec![]);
+        compile_cached(&other, dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // A truncated cache entry is not used: it is compiled again.
+        let path = files[0].as_ref().unwrap().path();
+        std::fs::write(&path, b"123").unwrap();
+        let c = compile_cached(&sp, dir.path()).unwrap();
+        assert_eq!(c.program, a.program);
+        // The kernel takes the program and enforces it (in a child).
+        assert_child_ok("cached-program");
     }
 
     // ---- Docker's default profile -------------------------------------
@@ -1243,6 +1365,35 @@ mod tests {
                         0
                     }
                     Err(e) => errno_of(&e),
+                })
+            }
+            // The filter installed from its cached BPF program.
+            "cached-program" => {
+                let s = spec(
+                    ScmpActAllow,
+                    vec![syscall(&["mkdir", "mkdirat"], ScmpActErrno)
+                        .errno_ret(38u32)
+                        .build()
+                        .unwrap()],
+                );
+                let _ =
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+                let _ = nix::sys::prctl::set_no_new_privs();
+                let cache = tmp.with_extension("cache");
+                let first = compile_cached(&s, &cache).map_err(|_| CHILD_COMPILE_FAILED)?;
+                let filter = compile_cached(&s, &cache).map_err(|_| CHILD_COMPILE_FAILED)?;
+                let _ = std::fs::remove_dir_all(&cache);
+                if filter.program.is_none() || filter.program != first.program {
+                    return Ok(1);
+                }
+                filter.load().map_err(|_| CHILD_LOAD_FAILED)?;
+                Ok(match std::fs::create_dir(&tmp) {
+                    Err(e) if e.raw_os_error() == Some(38) => CHILD_OK,
+                    Ok(()) => {
+                        let _ = std::fs::remove_dir(&tmp);
+                        2
+                    }
+                    Err(_) => 3,
                 })
             }
             // Returns the errno of getcwd: EPERM expected.

@@ -99,6 +99,11 @@ impl Root {
         Root { dir: dir.into() }
     }
 
+    /// Compiled seccomp programs, by what they were compiled from.
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.dir.join(".seccomp")
+    }
+
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
@@ -114,7 +119,8 @@ impl Root {
         for entry in rd {
             let entry = entry.ctx(|| format!("{}", self.dir.display()))?;
             if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                if let Some(name) = entry.file_name().to_str() {
+                // Dot names are the runtime's own (the seccomp cache).
+                if let Some(name) = entry.file_name().to_str().filter(|n| !n.starts_with('.')) {
                     ids.push(name.to_string());
                 }
             }

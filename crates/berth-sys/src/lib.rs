@@ -11,4 +11,5 @@ pub mod mountfd;
 pub mod process;
 pub mod pty;
 pub mod sealed;
+pub mod seccomp;
 pub mod xattr;
