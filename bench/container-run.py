@@ -414,8 +414,8 @@ def bench_run_d(engines, a, batch, marks, tracked, checks, ids_seen):
                     e.rm_s.append(time.perf_counter() - t0)
                 except RuntimeError as err:
                     e.failed = e.failed or f"failed: {err}"
-            if e.name == "berth":
-                checks.append(berth_leftovers(marks, tracked, f"after rm -f of batch {batch + 1}"))
+        if e.name == "berth":
+            checks.append(berth_leftovers(marks, tracked, f"after rm -f of batch {batch + 1}"))
         print(f"run -d: batch {batch + 1}/{a.batches} {e.name} done", file=sys.stderr, flush=True)
 
 
@@ -439,8 +439,8 @@ def stats(xs, scale=1.0, digits=2):
         return None
     ys = sorted(x * scale for x in xs)
     p90 = ys[min(len(ys) - 1, round(0.9 * (len(ys) - 1)))]
-    return {"median": round(statistics.median(ys), digits), "p90": round(p90, digits), "min": round(ys[0], digits),
-            "max": round(ys[-1], digits), "n": len(ys)}
+    r = (lambda v: round(v, digits)) if digits else (lambda v: int(round(v)))
+    return {"median": r(statistics.median(ys)), "p90": r(p90), "min": r(ys[0]), "max": r(ys[-1]), "n": len(ys)}
 
 
 def ratio(x, base):
@@ -499,6 +499,9 @@ def print_table(rep):
     for name, r in eng.items():
         if r["status"] == "not installed":
             print(f"  {name:7} not installed")
+            continue
+        if not r["version"]:
+            print(f"  {name:7} {r['status']}")
             continue
         print(f"  {name:7} {r['version']}; runtime {r['runtime'] or '?'}")
         for n in r["notes"]:

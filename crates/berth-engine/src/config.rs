@@ -69,6 +69,9 @@ pub struct ContainerConfig {
     pub auto_remove: bool,
     /// `--log-opt key=value` (json-file: `max-size`, `max-file`).
     pub log_opts: BTreeMap<String, String>,
+    /// `--volumes-from CONTAINER[:ro|rw]` (resolved into `mounts` at
+    /// create; kept for `inspect`).
+    pub volumes_from: Vec<String>,
 }
 
 /// The seccomp profile a container gets.

@@ -259,7 +259,7 @@ fn lock(paths: &Paths, id: &str) -> Result<Flock<File>> {
 pub fn create(
     images: &mut ImageStore,
     paths: &Paths,
-    cfg: ContainerConfig,
+    mut cfg: ContainerConfig,
     name: Option<&str>,
 ) -> Result<ContainerRecord> {
     if let Some(n) = name {
@@ -268,6 +268,8 @@ pub fn create(
     let image = images.find(&cfg.image)?;
     let defaults = image_defaults(images, &image.id.to_string())?;
     let command = spec::command(&cfg, &defaults)?;
+    volumes_from(images, &mut cfg)?;
+    resolve_volumes(images, &mut cfg, &defaults)?;
     let id = new_id()?;
     let name = match name {
         Some(n) => n.strip_prefix('/').unwrap_or(n).to_string(),
@@ -298,6 +300,114 @@ pub fn create(
     finish_create(images, paths, rec, &cfg)
 }
 
+/// Volume mounts get their volumes (made when missing: named, or anonymous
+/// for `-v /path`), and every VOLUME of the image that no mount covers gets
+/// an anonymous one, as Docker does.
+fn resolve_volumes(
+    images: &mut ImageStore,
+    cfg: &mut ContainerConfig,
+    defaults: &spec::ImageDefaults,
+) -> Result<()> {
+    let mut taken: Vec<String> = cfg.mounts.iter().map(|m| m.destination.clone()).collect();
+    for dest in &defaults.volumes {
+        let clean = format!("/{}", dest.trim_matches('/'));
+        if !taken
+            .iter()
+            .any(|t| t.trim_end_matches('/') == clean.trim_end_matches('/'))
+        {
+            cfg.mounts.push(crate::config::Mount {
+                kind: crate::config::MountKind::Volume,
+                destination: clean.clone(),
+                ..Default::default()
+            });
+            taken.push(clean);
+        }
+    }
+    for m in cfg.mounts.iter_mut() {
+        if m.kind != crate::config::MountKind::Volume {
+            continue;
+        }
+        let v = crate::volumes::create(
+            images,
+            m.name.as_deref(),
+            "local",
+            Default::default(),
+            Default::default(),
+        )
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        m.source = crate::volumes::data_dir(images.root(), &v.name);
+        m.name = Some(v.name);
+    }
+    Ok(())
+}
+
+/// `--volumes-from`: the other container's volumes and binds, read-only
+/// when asked (`:ro`), at the same places.
+fn volumes_from(images: &mut ImageStore, cfg: &mut ContainerConfig) -> Result<()> {
+    for spec in cfg.volumes_from.clone() {
+        let (name, mode) = match spec.rsplit_once(':') {
+            Some((n, m)) if m == "ro" || m == "rw" => (n.to_string(), Some(m == "ro")),
+            Some(_) => {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid mode for volumes-from: {spec}"
+                )))
+            }
+            None => (spec.clone(), None),
+        };
+        let other = find_record(images, &name)?;
+        let theirs = config_of(&other)?;
+        for m in theirs.mounts {
+            if m.kind == crate::config::MountKind::Tmpfs
+                || cfg.mounts.iter().any(|x| x.destination == m.destination)
+            {
+                continue;
+            }
+            let mut m = m;
+            if let Some(ro) = mode {
+                m.read_only = ro;
+            }
+            cfg.mounts.push(m);
+        }
+    }
+    Ok(())
+}
+
+/// A container's row by ID, name or prefix, without refreshing it.
+fn find_record(images: &ImageStore, name: &str) -> Result<ContainerRecord> {
+    let db = &images.db;
+    let key = name.strip_prefix('/').unwrap_or(name);
+    if let Some(r) = db.container(key)? {
+        return Ok(r);
+    }
+    if let Some(r) = db.container_by_name(key)? {
+        return Ok(r);
+    }
+    let found = if key.is_empty() {
+        Vec::new()
+    } else {
+        db.containers_by_prefix(key)?
+    };
+    match found.len() {
+        1 => found
+            .into_iter()
+            .next()
+            .ok_or_else(|| ContainerError::NotFound(name.into())),
+        0 => Err(ContainerError::NotFound(name.into())),
+        _ => Err(ContainerError::Invalid(format!(
+            "Multiple IDs found with provided prefix: {name}"
+        ))),
+    }
+}
+
+/// The volumes a container mounts.
+fn volume_names(cfg: &ContainerConfig) -> Vec<String> {
+    cfg.mounts
+        .iter()
+        .filter(|m| m.kind == crate::config::MountKind::Volume)
+        .filter_map(|m| m.name.clone())
+        .collect()
+}
+
 fn name_was_random(rec: &ContainerRecord) -> bool {
     rec.name == random_name(&rec.id)
 }
@@ -308,7 +418,13 @@ fn finish_create(
     rec: ContainerRecord,
     cfg: &ContainerConfig,
 ) -> Result<ContainerRecord> {
-    match make_dirs(paths, &rec, cfg) {
+    let made = make_dirs(paths, &rec, cfg).and_then(|()| {
+        for v in volume_names(cfg) {
+            images.db.use_volume(&rec.id, &v)?;
+        }
+        Ok(())
+    });
+    match made {
         Ok(()) => Ok(rec),
         Err(e) => {
             let _ = std::fs::remove_dir_all(paths.container_dir(&rec.id));
@@ -380,31 +496,7 @@ fn resolv_conf(net: &NetworkMode) -> String {
 /// Find a container by full ID, name, or unique ID prefix, as Docker does;
 /// its state refreshed.
 pub fn find(images: &mut ImageStore, paths: &Paths, name: &str) -> Result<ContainerRecord> {
-    let db = &images.db;
-    let key = name.strip_prefix('/').unwrap_or(name);
-    let rec = if let Some(r) = db.container(key)? {
-        r
-    } else if let Some(r) = db.container_by_name(key)? {
-        r
-    } else {
-        let found = if key.is_empty() {
-            Vec::new()
-        } else {
-            db.containers_by_prefix(key)?
-        };
-        match found.len() {
-            1 => found
-                .into_iter()
-                .next()
-                .ok_or_else(|| ContainerError::NotFound(name.into()))?,
-            0 => return Err(ContainerError::NotFound(name.into())),
-            _ => {
-                return Err(ContainerError::Invalid(format!(
-                    "Multiple IDs found with provided prefix: {name}"
-                )))
-            }
-        }
-    };
+    let rec = find_record(images, name)?;
     refresh(images, paths, rec)
 }
 
@@ -564,6 +656,10 @@ pub fn start(
         code: 125,
         msg: e.to_string(),
     })?;
+    if let Err(e) = prepare_volumes(images, &rootfs, &cfg) {
+        let _ = overlay::unmount(&rootfs);
+        return Err(e);
+    }
     let started = launch(images, paths, rec, &cfg, attach);
     if started.is_err() {
         let _ = overlay::unmount(&rootfs);
@@ -649,7 +745,12 @@ fn launch(
             None => 1,
         };
     let mut remove_command = paths.berth.clone();
-    remove_command.extend(["rm".to_string(), "-f".to_string(), rec.id.clone()]);
+    remove_command.extend([
+        "rm".to_string(),
+        "-f".to_string(),
+        "-v".to_string(),
+        rec.id.clone(),
+    ]);
     let args = MonitorArgs {
         id: rec.id.clone(),
         bundle: dir.clone(),
@@ -771,6 +872,30 @@ fn make_workdir(rootfs: &Path, dir: &str) -> Result<()> {
                     msg: format!("creating the working directory {dir}: {e}"),
                 })
             }
+        }
+    }
+    Ok(())
+}
+
+/// Mount volumes that have a backing device, and fill empty ones from the
+/// image (unless `nocopy`).
+fn prepare_volumes(images: &ImageStore, rootfs: &Path, cfg: &ContainerConfig) -> Result<()> {
+    for m in &cfg.mounts {
+        if m.kind != crate::config::MountKind::Volume {
+            continue;
+        }
+        let Some(name) = &m.name else { continue };
+        let v = crate::volumes::get(images, name).map_err(|e| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
+        })?;
+        let fail = |e: crate::volumes::VolumeError| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
+        };
+        crate::volumes::ensure_mounted(images.root(), &v).map_err(fail)?;
+        if !m.no_copy {
+            crate::volumes::populate(rootfs, &m.destination, &m.source).map_err(fail)?;
         }
     }
     Ok(())
@@ -940,6 +1065,48 @@ pub fn stop(
 
 /// `rm`: a running container needs `force` (which kills it first).
 pub fn remove(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    force: bool,
+) -> Result<()> {
+    remove_with_volumes(images, paths, rec, force, false)
+}
+
+/// `rm`, and with `volumes` (`rm -v`, and `--rm`) its anonymous volumes
+/// too (named ones stay, as with Docker).
+pub fn remove_with_volumes(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    force: bool,
+    volumes: bool,
+) -> Result<()> {
+    let anon: Vec<String> = if volumes {
+        let cfg = config_of(&rec).unwrap_or_default();
+        volume_names(&cfg)
+            .into_iter()
+            .filter(|n| {
+                images
+                    .db
+                    .volume(n)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v.anonymous)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    remove_container(images, paths, rec, force)?;
+    for v in anon {
+        // Still used by another container (--volumes-from): kept.
+        let _ = crate::volumes::remove(images, &v);
+    }
+    Ok(())
+}
+
+fn remove_container(
     images: &mut ImageStore,
     paths: &Paths,
     rec: ContainerRecord,

@@ -100,6 +100,21 @@ const MIGRATIONS: &[&str] = &[
         generation INTEGER NOT NULL DEFAULT 0  -- bumped by every start
     );
     CREATE INDEX containers_by_image ON containers(image_id);",
+    // 4: volumes, and which containers mount them.
+    "CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,
+        created TEXT NOT NULL,
+        labels TEXT NOT NULL,           -- JSON object
+        options TEXT NOT NULL,          -- JSON object
+        anonymous INTEGER NOT NULL
+    );
+    CREATE TABLE container_volumes (
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        volume TEXT NOT NULL REFERENCES volumes(name),
+        PRIMARY KEY (container_id, volume)
+    );
+    CREATE INDEX container_volumes_by_volume ON container_volumes(volume);",
 ];
 
 /// An image as the store knows it.
@@ -142,6 +157,17 @@ pub struct ContainerRecord {
     pub restart_count: i64,
     pub monitor_pid: i64,
     pub generation: i64,
+}
+
+/// A volume as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub driver: String,
+    pub created: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub options: std::collections::BTreeMap<String, String>,
+    pub anonymous: bool,
 }
 
 /// An unpacked layer as the store knows it.
@@ -702,6 +728,85 @@ impl Db {
             .execute("DELETE FROM containers WHERE id = ?1", [id])
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
+    }
+
+    /// Add a volume; false if one of that name exists.
+    pub fn insert_volume(&self, v: &VolumeRecord) -> Result<bool, DbError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO volumes (name, driver, created, labels, options, anonymous)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    v.name,
+                    v.driver,
+                    v.created,
+                    serde_json::to_string(&v.labels).unwrap_or_else(|_| "{}".into()),
+                    serde_json::to_string(&v.options).unwrap_or_else(|_| "{}".into()),
+                    v.anonymous as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name, driver, created, labels, options, anonymous FROM volumes ORDER BY name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let labels: String = r.get(3)?;
+                let options: String = r.get(4)?;
+                Ok(VolumeRecord {
+                    name: r.get(0)?,
+                    driver: r.get(1)?,
+                    created: r.get(2)?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    options: serde_json::from_str(&options).unwrap_or_default(),
+                    anonymous: r.get::<_, i64>(5)? != 0,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, DbError> {
+        Ok(self.volumes()?.into_iter().find(|v| v.name == name))
+    }
+
+    pub fn delete_volume(&self, name: &str) -> Result<bool, DbError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM volumes WHERE name = ?1", [name])
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Record that a container mounts a volume.
+    pub fn use_volume(&self, container_id: &str, volume: &str) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO container_volumes (container_id, volume) VALUES (?1, ?2)",
+                params![container_id, volume],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The containers that mount a volume.
+    pub fn volume_users(&self, volume: &str) -> Result<Vec<String>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT container_id FROM container_volumes WHERE volume = ?1 ORDER BY container_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([volume], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// Whether the layer is known.

@@ -18,6 +18,7 @@ pub mod seccomp_default;
 pub mod spec;
 #[cfg(test)]
 mod testutil;
+pub mod volumes;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord};
 pub use images::{ImageError, ImageStore, NewImage, NewLayer, Removal};

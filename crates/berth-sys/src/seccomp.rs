@@ -17,7 +17,10 @@ pub const INSN_SIZE: usize = 8;
 /// (`seccomp(SECCOMP_SET_MODE_FILTER, flags, …)`). Needs no_new_privs or
 /// CAP_SYS_ADMIN, as the kernel requires.
 pub fn set_filter(program: &[u8], flags: u32) -> io::Result<()> {
-    if program.is_empty() || !program.len().is_multiple_of(INSN_SIZE) || program.len() / INSN_SIZE > 4096 {
+    if program.is_empty()
+        || !program.len().is_multiple_of(INSN_SIZE)
+        || program.len() / INSN_SIZE > 4096
+    {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     // The kernel reads the instructions through this pointer; copy them to

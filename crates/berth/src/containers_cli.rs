@@ -90,6 +90,9 @@ pub struct CreateArgs {
     /// Attach a filesystem mount to the container
     #[arg(long)]
     pub mount: Vec<String>,
+    /// Mount volumes from the specified container(s)
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
     /// Add Linux capabilities
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -189,6 +192,8 @@ fn resolve_env(entries: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// `-v`: `HOST:DEST[:OPTS]` (a bind when HOST is absolute), `NAME:DEST`
+/// (a named volume) or `DEST` (an anonymous volume).
 fn parse_bind(spec: &str) -> anyhow::Result<Mount> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, opts) = match parts.as_slice() {
@@ -202,22 +207,33 @@ fn parse_bind(spec: &str) -> anyhow::Result<Mount> {
             "invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{dst}' mount path must be absolute"
         )));
     }
-    if src.is_empty() || !src.starts_with('/') {
+    if dst == "/" {
         return Err(bad(format!(
-            "invalid volume specification: '{spec}': named and anonymous volumes are not supported yet; give an absolute host path"
+            "invalid volume specification: '{spec}': invalid specification: destination can't be '/'"
         )));
     }
+    let kind = if src.starts_with('/') {
+        MountKind::Bind
+    } else {
+        MountKind::Volume
+    };
     let mut m = Mount {
-        kind: MountKind::Bind,
+        kind,
         source: PathBuf::from(src),
+        name: (kind == MountKind::Volume && !src.is_empty()).then(|| src.to_string()),
         destination: dst.to_string(),
         ..Default::default()
     };
+    if let Some(n) = &m.name {
+        berth_engine::volumes::validate_name(n).map_err(|e| bad(e.to_string()))?;
+        m.source = PathBuf::new();
+    }
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
             "ro" => m.read_only = true,
             "rw" => m.read_only = false,
-            "z" | "Z" | "nocopy" | "consistent" | "cached" | "delegated" => {}
+            "nocopy" => m.no_copy = true,
+            "z" | "Z" | "consistent" | "cached" | "delegated" => {}
             p if matches!(
                 p,
                 "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
@@ -228,7 +244,7 @@ fn parse_bind(spec: &str) -> anyhow::Result<Mount> {
             other => return Err(bad(format!("invalid mode: {other}"))),
         }
     }
-    if !m.source.exists() {
+    if m.kind == MountKind::Bind && !m.source.exists() {
         return Err(bad(format!(
             "invalid mount config for type \"bind\": bind source path does not exist: {}",
             m.source.display()
@@ -245,6 +261,7 @@ fn parse_mount(spec: &str) -> anyhow::Result<Mount> {
         match k {
             "type" => kind = v,
             "source" | "src" => m.source = PathBuf::from(v),
+            "volume-nocopy" => m.no_copy = v.is_empty() || v == "true" || v == "1",
             "target" | "destination" | "dst" => m.destination = v.to_string(),
             "readonly" | "ro" => m.read_only = v.is_empty() || v == "true" || v == "1",
             "bind-propagation" => m.propagation = Some(v.to_string()),
@@ -256,13 +273,17 @@ fn parse_mount(spec: &str) -> anyhow::Result<Mount> {
     m.kind = match kind {
         "bind" => MountKind::Bind,
         "tmpfs" => MountKind::Tmpfs,
-        "volume" => {
-            return Err(bad(
-                "volume mounts are not supported yet; use type=bind or type=tmpfs",
-            ))
-        }
+        "volume" => MountKind::Volume,
         other => return Err(bad(format!("invalid mount type: {other}"))),
     };
+    if m.kind == MountKind::Volume {
+        let name = m.source.to_string_lossy().into_owned();
+        if !name.is_empty() {
+            berth_engine::volumes::validate_name(&name).map_err(|e| bad(e.to_string()))?;
+            m.name = Some(name);
+        }
+        m.source = PathBuf::new();
+    }
     if !m.destination.starts_with('/') {
         return Err(bad(format!(
             "invalid mount config: mount path must be absolute: '{}'",
@@ -487,6 +508,7 @@ pub fn config_from(a: &CreateArgs, detach: bool) -> anyhow::Result<ContainerConf
         restart,
         auto_remove: a.rm,
         log_opts,
+        volumes_from: a.volumes_from.clone(),
     })
 }
 
@@ -546,7 +568,7 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
             let code = e.exit_code();
             eprintln!("berth: Error response from daemon: {e}");
             if a.create.rm {
-                let _ = ctr::remove(store, paths, rec, true);
+                let _ = ctr::remove_with_volumes(store, paths, rec, true, true);
             }
             return code;
         }
@@ -570,7 +592,7 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
     let id = started.record.id.clone();
     if let Ok(rec) = ctr::wait_stopped(store, paths, &id, Some(std::time::Duration::from_secs(5))) {
         if a.create.rm {
-            let _ = ctr::remove(store, paths, rec, true);
+            let _ = ctr::remove_with_volumes(store, paths, rec, true, true);
         }
     }
     code
@@ -780,6 +802,7 @@ fn dummy_args(cfg: &ContainerConfig) -> CreateArgs {
         tmpfs: vec![],
         volume: vec![],
         mount: vec![],
+        volumes_from: vec![],
         cap_add: vec![],
         cap_drop: vec![],
         privileged: false,
@@ -1094,6 +1117,8 @@ pub fn inspect_json(paths: &Paths, c: &ContainerRecord) -> serde_json::Value {
         },
         "Mounts": cfg.mounts.iter().map(|m| serde_json::json!({
             "Type": match m.kind { MountKind::Bind => "bind", MountKind::Volume => "volume", MountKind::Tmpfs => "tmpfs" },
+            "Name": m.name.clone().unwrap_or_default(),
+            "Driver": if m.kind == MountKind::Volume { "local" } else { "" },
             "Source": m.source,
             "Destination": m.destination,
             "RW": !m.read_only,

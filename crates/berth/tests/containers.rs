@@ -90,6 +90,8 @@ impl Drop for Store {
                 let _ = self.cmd(&["rm", "-f", id]).output();
             }
         }
+        // Volumes (some are mounts of their own) go with the store.
+        let _ = self.cmd(&["volume", "prune", "-a", "-f"]).output();
         let _ = std::fs::remove_dir_all(&self.run);
         // The shared cgroup parent goes once empty (another test still
         // using it keeps it: rmdir of a busy cgroup fails).
@@ -704,4 +706,163 @@ fn logs_rotate_and_tail() {
     );
     let ts = s.ok(&["logs", "-t", "--tail", "1", "chatty"]);
     assert!(ts.ends_with(" line 200\n") && ts.starts_with("20"), "{ts}");
+}
+
+#[test]
+fn volumes_are_shared_filled_and_kept() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    // A named volume made on first use, filled from the image's content.
+    s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "etcvol:/etc",
+        "busybox",
+        "sh",
+        "-c",
+        "echo added > /etc/mine",
+    ]);
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "etcvol\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["volume", "inspect", "etcvol"])).unwrap();
+    let mp = PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    assert!(
+        mp.join("passwd").is_file(),
+        "the image's /etc was copied in"
+    );
+    assert_eq!(std::fs::read_to_string(mp.join("mine")).unwrap(), "added\n");
+    // Shared between containers: one writes, another reads.
+    s.ok(&["volume", "create", "--label", "app=web", "shared"]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "writer",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello > /data/f; sleep 100",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = s.run(&[
+            "run",
+            "--rm",
+            "-v",
+            "shared:/data:ro",
+            "busybox",
+            "cat",
+            "/data/f",
+        ]);
+        if text(&o.stdout) == "hello\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw the write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // --volumes-from gets the same mounts.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "writer",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "hello\n"
+    );
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "writer:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /data/g",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    // In use: not removable; filters.
+    let o = s.run(&["volume", "rm", "shared"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("volume is in use"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        s.ok(&["volume", "ls", "-q", "--filter", "label=app=web"]),
+        "shared\n"
+    );
+    assert_eq!(
+        s.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]),
+        "etcvol\n"
+    );
+    s.ok(&["rm", "-f", "writer"]);
+    s.ok(&["volume", "rm", "shared"]);
+    // Anonymous volumes: kept by rm, removed by rm -v and by --rm.
+    s.ok(&[
+        "create", "--name", "anon", "-v", "/scratch", "busybox", "true",
+    ]);
+    let before = s.ok(&["volume", "ls", "-q"]).lines().count();
+    assert_eq!(before, 2);
+    s.ok(&["rm", "-v", "anon"]);
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "etcvol\n");
+    s.ok(&["run", "--rm", "-v", "/scratch", "busybox", "true"]);
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "etcvol\n");
+    // A tmpfs-backed volume.
+    s.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=1m",
+        "ram",
+    ]);
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "ram:/ram",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /ram ' /proc/mounts | cut -d' ' -f3",
+    ]);
+    assert_eq!(out, "tmpfs\n");
+    s.ok(&["volume", "rm", "ram"]);
+    // An image's VOLUME gets an anonymous volume of its own.
+    let tarball = busybox_tarball();
+    s.ok(&[
+        "import",
+        "-c",
+        "VOLUME /vol",
+        tarball.to_str().unwrap(),
+        "withvol",
+    ]);
+    s.ok(&["create", "--name", "imgvol", "withvol", "true"]);
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "imgvol"])).unwrap();
+    assert_eq!(v[0]["Mounts"][0]["Destination"], "/vol");
+    assert_eq!(v[0]["Mounts"][0]["Type"], "volume");
+    s.ok(&["rm", "-v", "imgvol"]);
+    // Bad names, and prune -a.
+    let o = s.run(&["volume", "create", "../x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("invalid characters"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(s.ok(&["volume", "prune", "-a", "-f"]).contains("etcvol"));
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "");
 }

@@ -85,6 +85,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ContainerCmd,
     },
+    /// Manage volumes
+    Volume {
+        #[command(subcommand)]
+        cmd: VolumeCmd,
+    },
     /// List images
     Images(ImagesArgs),
     /// Manage images
@@ -219,6 +224,65 @@ struct RmArgs {
     /// Containers
     #[arg(required = true)]
     containers: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeCmd {
+    /// Create a volume
+    Create {
+        /// Specify volume driver name
+        #[arg(short, long, default_value = "local")]
+        driver: String,
+        /// Set metadata for a volume
+        #[arg(long)]
+        label: Vec<String>,
+        /// Set driver specific options (type, device, o)
+        #[arg(short, long = "opt")]
+        opt: Vec<String>,
+        /// Volume name (random when not given)
+        name: Option<String>,
+    },
+    /// List volumes
+    #[command(alias = "list")]
+    Ls {
+        /// Only display volume names
+        #[arg(short, long)]
+        quiet: bool,
+        /// Provide filter values (dangling, name, label, driver)
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// Format output using a Go template (or 'json')
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on one or more volumes
+    Inspect {
+        /// Format output using a Go template (or 'json')
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Volumes
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove one or more volumes
+    #[command(alias = "remove")]
+    Rm {
+        /// Force the removal of one or more volumes (no error for missing ones)
+        #[arg(short, long)]
+        force: bool,
+        /// Volumes
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove unused local volumes
+    Prune {
+        /// Remove all unused volumes, not just anonymous ones
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -623,16 +687,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Rm(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
-            let _ = a.volumes;
             Ok(containers_cli::each(
                 &mut store,
                 &paths()?,
                 &a.containers,
                 |s, p, rec| {
-                    berth_engine::containers::remove(s, p, rec, a.force)?;
+                    berth_engine::containers::remove_with_volumes(s, p, rec, a.force, a.volumes)?;
                     Ok(None)
                 },
             ))
+        }
+        Cmd::Volume { cmd } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            volume_cmd(&mut store, cmd)
         }
         Cmd::Wait(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
@@ -825,6 +892,152 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+fn kv(list: &[String]) -> std::collections::BTreeMap<String, String> {
+    list.iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn volume_cmd(store: &mut berth_engine::ImageStore, cmd: VolumeCmd) -> anyhow::Result<i32> {
+    use berth_engine::volumes;
+    use std::io::Write;
+    let root = store.root().to_path_buf();
+    match cmd {
+        VolumeCmd::Create {
+            driver,
+            label,
+            opt,
+            name,
+        } => match volumes::create(store, name.as_deref(), &driver, kv(&label), kv(&opt)) {
+            Ok(v) => {
+                println!("{}", v.name);
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                Ok(1)
+            }
+        },
+        VolumeCmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let mut list = store.db.volumes()?;
+            for f in &filter {
+                let (k, v) = f.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("bad format of filter (expected name=value): {f}")
+                })?;
+                match k {
+                    "dangling" => {
+                        let want = v == "true" || v == "1";
+                        let mut keep = Vec::new();
+                        for vol in list {
+                            if store.db.volume_users(&vol.name)?.is_empty() == want {
+                                keep.push(vol);
+                            }
+                        }
+                        list = keep;
+                    }
+                    "name" => list.retain(|x| x.name.contains(v)),
+                    "driver" => list.retain(|x| x.driver == v),
+                    "label" => list.retain(|x| match v.split_once('=') {
+                        Some((lk, lv)) => x.labels.get(lk).is_some_and(|y| y == lv),
+                        None => x.labels.contains_key(v),
+                    }),
+                    other => anyhow::bail!("invalid filter '{other}'"),
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            if quiet {
+                for v in &list {
+                    writeln!(out, "{}", v.name)?;
+                }
+                return Ok(0);
+            }
+            if let Some(f) = format {
+                let t = berth::gotmpl::parse(&f)?;
+                for v in &list {
+                    let labels: Vec<String> =
+                        v.labels.iter().map(|(k, x)| format!("{k}={x}")).collect();
+                    let value = serde_json::json!({
+                        "Name": v.name, "Driver": v.driver, "Scope": "local",
+                        "Mountpoint": volumes::data_dir(&root, &v.name), "Labels": labels.join(","),
+                    });
+                    writeln!(out, "{}", t.render(&value)?)?;
+                }
+                return Ok(0);
+            }
+            let mut rows = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
+            for v in &list {
+                rows.push(vec![v.driver.clone(), v.name.clone()]);
+            }
+            write!(out, "{}", berth::human::table(&rows))?;
+            Ok(0)
+        }
+        VolumeCmd::Inspect { format, names } => {
+            let mut found = Vec::new();
+            let mut code = 0;
+            for n in &names {
+                match volumes::get(store, n) {
+                    Ok(v) => found.push(volumes::inspect_json(&root, &v)),
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            match format.as_deref() {
+                None | Some("json") => println!("{}", serde_json::to_string_pretty(&found)?),
+                Some(f) => {
+                    let t = berth::gotmpl::parse(f)?;
+                    for v in &found {
+                        println!("{}", t.render(v)?);
+                    }
+                }
+            }
+            Ok(code)
+        }
+        VolumeCmd::Rm { force, names } => {
+            let mut code = 0;
+            for n in &names {
+                match volumes::remove(store, n) {
+                    Ok(()) => println!("{n}"),
+                    Err(volumes::VolumeError::NotFound(_)) if force => {}
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        VolumeCmd::Prune { all, force } => {
+            if !force {
+                eprint!("WARNING! This will remove anonymous local volumes not used by at least one container.\nAre you sure you want to continue? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !answer.trim().eq_ignore_ascii_case("y") {
+                    return Ok(0);
+                }
+            }
+            let removed = volumes::prune(store, all)?;
+            if !removed.is_empty() {
+                println!("Deleted Volumes:");
+                for n in &removed {
+                    println!("{n}");
+                }
+                println!();
+            }
+            println!("Total reclaimed space: 0B");
+            Ok(0)
+        }
+    }
+}
+
 fn unreachable_container() -> anyhow::Result<i32> {
     anyhow::bail!("internal: container subcommand not dispatched")
 }
@@ -850,10 +1063,15 @@ fn inspect(
                         images_cli::inspect(store, std::slice::from_ref(n), a.format.as_deref())?;
                     code = code.max(c);
                 }
-                Err(_) => {
-                    eprintln!("Error: No such object: {n}");
-                    code = 1;
-                }
+                Err(_) => match berth_engine::volumes::get(store, n) {
+                    Ok(v) if kind.is_none() => {
+                        out.push(berth_engine::volumes::inspect_json(store.root(), &v))
+                    }
+                    _ => {
+                        eprintln!("Error: No such object: {n}");
+                        code = 1;
+                    }
+                },
             },
             Err(e) => {
                 eprintln!("Error: {e}");
