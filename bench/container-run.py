@@ -538,11 +538,11 @@ def print_table(rep):
         ours = max(len(c["ours_running"]) for c in checks)
         zombies = max(c["zombies"] for c in checks)
         others = max(c["others_running"] for c in checks)
-        slowest = max((c["running_gone_ms"] for c in checks if c["running_gone_ms"] is not None), default=None)
-        print(f"\nberth processes of this run left when no container runs ({len(checks)} checks): {ours}"
-              + (f" running after 5 s" if ours else f" (all exited within {slowest} ms)")
-              + (f"; {zombies} berth* zombies on the host not reaped by PID 1 after 5 s" if zombies else "")
-              + (f"; the host has {others} other berth* processes, not this run's" if others else ""))
+        print(f"\nberth processes of this run left when no container runs: {ours}"
+              + (" still running after 5 s" if ours else "") + f" ({len(checks)} checks)")
+        if others or zombies:
+            print(f"  not counted: up to {others} other berth* processes on the host (not this run's) "
+                  f"and {zombies} berth* zombies of unknown owner that PID 1 had not reaped after 5 s")
     left = rep["leftovers"]
     print(f"left behind: {left if left != 'none' else 'nothing'}")
 

@@ -531,6 +531,21 @@ pub fn refresh(
     paths: &Paths,
     mut rec: ContainerRecord,
 ) -> Result<ContainerRecord> {
+    let before = rec.clone();
+    if rec.state == state::CREATED {
+        // A start whose command died before recording it: the monitor's
+        // state file tells.
+        let Some(st) = read_state(paths, &rec.id) else {
+            return Ok(rec);
+        };
+        if st.status.is_empty() || st.status == "created" {
+            return Ok(rec);
+        }
+        rec.state = state::RUNNING.into();
+        rec.monitor_pid = st.monitor_pid;
+        rec.pid = st.pid;
+        rec.started_at = st.started_at.clone();
+    }
     if !matches!(
         rec.state.as_str(),
         state::RUNNING | state::RESTARTING | state::PAUSED
@@ -538,7 +553,6 @@ pub fn refresh(
         return Ok(rec);
     }
     let st = read_state(paths, &rec.id).unwrap_or_default();
-    let before = rec.clone();
     let alive = monitor_alive(rec.monitor_pid, &rec.id);
     match st.status.as_str() {
         "exited" if !alive || st.pid == 0 => {
@@ -1112,7 +1126,18 @@ fn remove_container(
     rec: ContainerRecord,
     force: bool,
 ) -> Result<()> {
-    let lock = lock(paths, &rec.id)?;
+    let lock = match lock(paths, &rec.id) {
+        Ok(l) => l,
+        // Its directory is gone: removed meanwhile by another command (a
+        // --rm monitor), or a removal that died halfway.
+        Err(ContainerError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return match images.db.container(&rec.id)? {
+                None => Ok(()),
+                Some(r) => remove_stopped(images, paths, &r),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let mut rec = refresh(images, paths, rec)?;
     if matches!(
         rec.state.as_str(),
@@ -1147,7 +1172,11 @@ fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord)
     // the directories follow.
     images.db.delete_container(&rec.id)?;
     let dir = paths.container_dir(&rec.id);
-    std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("removing", &dir)(e)),
+    }
     let _ = std::fs::remove_dir_all(paths.run_dir(&rec.id));
     Ok(())
 }

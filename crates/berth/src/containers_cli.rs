@@ -609,9 +609,11 @@ fn attach_session(
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
-    proto::write_frame(&mut conn, Kind::Stream, &[])?;
+    // The monitor may be done already (a container that exits at once):
+    // what it sent is still there to read, so failed writes are ignored.
+    let _ = proto::write_frame(&mut conn, Kind::Stream, &[]);
     if claim_removal && a.rm {
-        proto::write_frame(&mut conn, Kind::ClaimRemoval, &[])?;
+        let _ = proto::write_frame(&mut conn, Kind::ClaimRemoval, &[]);
     }
     let mut set = SigSet::empty();
     for s in [
@@ -662,17 +664,20 @@ fn attach_session(
                 if sig == libc::SIGWINCH {
                     send_size(&mut conn);
                 } else if sig_proxy {
-                    proto::write_frame(&mut conn, Kind::Signal, &sig.to_be_bytes())?;
+                    let _ = proto::write_frame(&mut conn, Kind::Signal, &sig.to_be_bytes());
                 }
             }
         }
         if stdin_open && re.get(2).is_some_and(|r| !r.is_empty()) {
             let n = nix::unistd::read(&stdin, &mut buf).unwrap_or(0);
-            if n == 0 {
+            let sent = if n == 0 {
                 stdin_open = false;
-                proto::write_frame(&mut conn, Kind::StdinEof, &[])?;
+                proto::write_frame(&mut conn, Kind::StdinEof, &[])
             } else {
-                proto::write_frame(&mut conn, Kind::Stdin, &buf[..n])?;
+                proto::write_frame(&mut conn, Kind::Stdin, &buf[..n])
+            };
+            if sent.is_err() {
+                stdin_open = false;
             }
         }
         if !re[0].is_empty() {

@@ -257,11 +257,13 @@ impl Monitor {
         let mut clients = Vec::new();
         if let Some(stream) = attach {
             let _ = stream.set_nonblocking(true);
+            // The command that made us with a connection (`run` in the
+            // foreground) removes a --rm container itself while it lives.
             clients.push(Client {
                 stream,
                 dec: Decoder::default(),
                 streaming: true,
-                claims_removal: false,
+                claims_removal: args.auto_remove,
             });
         }
         let state = MonitorState {

@@ -866,3 +866,110 @@ fn volumes_are_shared_filled_and_kept() {
     assert!(s.ok(&["volume", "prune", "-a", "-f"]).contains("etcvol"));
     assert_eq!(s.ok(&["volume", "ls", "-q"]), "");
 }
+
+#[test]
+fn many_commands_at_once_lose_nothing() {
+    if !need_root() {
+        return;
+    }
+    let s = std::sync::Arc::new(Store::new().with_busybox());
+    // 50 detached runs at once: all start, no lock errors.
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let name = format!("par{i}");
+                s.run(&["run", "-d", "--name", &name, "busybox", "sleep", "100"])
+            })
+        })
+        .collect();
+    for h in handles {
+        let o = h.join().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(!text(&o.stderr).contains("locked"), "{}", text(&o.stderr));
+    }
+    assert_eq!(s.ok(&["ps", "-q"]).lines().count(), 50);
+    // The same name created ten times at once: exactly one wins.
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || s.run(&["create", "--name", "same", "busybox", "true"]))
+        })
+        .collect();
+    let results: Vec<Output> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|o| o.status.success()).count(), 1);
+    for o in results.iter().filter(|o| !o.status.success()) {
+        assert_eq!(o.status.code(), Some(125));
+        assert!(
+            text(&o.stderr).contains("already in use"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    // Concurrent removal and starts: every container ends up gone.
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let name = format!("par{i}");
+                if i % 5 == 0 {
+                    let _ = s.run(&["start", &name]);
+                }
+                s.run(&["rm", "-f", &name])
+            })
+        })
+        .collect();
+    for h in handles {
+        let o = h.join().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    assert_eq!(
+        s.ok(&["ps", "-aq"]).lines().count(),
+        1,
+        "only 'same' is left"
+    );
+}
+
+#[test]
+fn a_cli_killed_at_any_moment_leaves_a_consistent_store() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    for (i, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80].into_iter().enumerate() {
+        for args in [
+            vec!["run", "-d", "busybox", "sleep", "100"],
+            vec!["run", "--rm", "busybox", "sleep", "0.2"],
+            vec!["run", "--name", "k", "busybox", "true"],
+        ] {
+            let mut child = s
+                .cmd(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let _ = child.kill();
+            let _ = child.wait();
+            // Whatever the moment, the next commands work.
+            let ps = s.run(&["ps", "-a"]);
+            assert!(ps.status.success(), "round {i}: {}", text(&ps.stderr));
+            let _ = s.run(&["rm", "-f", "k"]);
+        }
+    }
+    // Everything can be removed, and nothing is left mounted.
+    for id in s.ok(&["ps", "-aq", "--no-trunc"]).split_whitespace() {
+        s.ok(&["rm", "-f", id]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for id in s.ok(&["ps", "-aq", "--no-trunc"]).split_whitespace() {
+        // A --rm container's monitor may still be finishing its removal.
+        let _ = s.run(&["rm", "-f", id]);
+    }
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(s.root().to_str().unwrap()),
+        "a mount is left"
+    );
+}
