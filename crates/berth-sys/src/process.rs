@@ -257,3 +257,12 @@ pub fn set_scheduler(attr: &SchedAttr) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Give the heap's free memory back to the kernel (`malloc_trim(0)`), for
+/// long-lived processes after a burst of work.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -301,7 +301,11 @@ impl Monitor {
     fn run(&mut self) -> i32 {
         // The first start decides what the engine is told.
         match self.start_container() {
-            Ok(pid) => report(&mut self.ready, &format!("OK {pid}")),
+            Ok(pid) => {
+                report(&mut self.ready, &format!("OK {pid}"));
+                // Starting took memory that supervising does not need.
+                berth_sys::process::trim_heap();
+            }
             Err((code, msg)) => {
                 report(&mut self.ready, &format!("ERR {code} {msg}"));
                 self.cleanup_runtime();
