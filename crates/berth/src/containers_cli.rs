@@ -850,19 +850,99 @@ pub fn each(
     code
 }
 
-/// `ps`.
-pub fn ps(
-    store: &mut ImageStore,
+/// What `ps` shows.
+pub struct PsOptions<'a> {
+    pub all: bool,
+    pub quiet: bool,
+    pub no_trunc: bool,
+    pub last: Option<usize>,
+    pub size: bool,
+    pub filters: &'a [String],
+    pub format: Option<&'a str>,
+}
+
+/// The apparent size of the files under `dir` (not following symlinks).
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.path().symlink_metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// One `ps` row as the fields Docker's templates know.
+fn ps_row(
+    store: &ImageStore,
     paths: &Paths,
-    all: bool,
-    quiet: bool,
+    c: &ContainerRecord,
     no_trunc: bool,
-    last: Option<usize>,
-    filters: &[String],
-) -> anyhow::Result<i32> {
+    size: bool,
+) -> serde_json::Value {
+    let cfg = ctr::config_of(c).unwrap_or_default();
+    let cmd = c.command.join(" ");
+    let command = if no_trunc || cmd.chars().count() <= 20 {
+        format!("\"{cmd}\"")
+    } else {
+        format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
+    };
+    let labels: Vec<String> = cfg.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mounts: Vec<String> = cfg
+        .mounts
+        .iter()
+        .map(|m| {
+            m.name
+                .clone()
+                .unwrap_or_else(|| m.source.display().to_string())
+        })
+        .collect();
+    let size_text = if size {
+        let own = tree_size(&paths.container_dir(&c.id).join("upper"));
+        let virt = c
+            .image_id
+            .parse()
+            .ok()
+            .and_then(|id| store.db.image(&id).ok().flatten())
+            .map_or(0, |i| i.size);
+        format!(
+            "{} (virtual {})",
+            crate::human::size(own),
+            crate::human::size(own + virt)
+        )
+    } else {
+        String::new()
+    };
+    serde_json::json!({
+        "ID": if no_trunc { c.id.clone() } else { c.id[..12].to_string() },
+        "Image": c.image,
+        "Command": command,
+        "CreatedAt": c.created,
+        "RunningFor": format!("{} ago", ago(&c.created)),
+        "Ports": "",
+        "State": c.state,
+        "Status": status_text(c),
+        "Size": size_text,
+        "Names": c.name,
+        "Labels": labels.join(","),
+        "Mounts": mounts.join(","),
+        "Networks": match cfg.network { NetworkMode::None => "none", NetworkMode::Host => "host", NetworkMode::Default => "bridge" },
+    })
+}
+
+/// `ps`.
+pub fn ps(store: &mut ImageStore, paths: &Paths, o: &PsOptions<'_>) -> anyhow::Result<i32> {
     let mut list = ctr::list(store, paths)?;
     let mut want: Vec<(String, String)> = Vec::new();
-    for f in filters {
+    for f in o.filters {
         let (k, v) = f
             .split_once('=')
             .ok_or_else(|| bad(format!("bad format of filter (expected name=value): {f}")))?;
@@ -875,7 +955,7 @@ pub fn ps(
         want.push((k.to_string(), v.to_string()));
     }
     let show_all =
-        all || last.is_some() || want.iter().any(|(k, _)| k == "status" || k == "exited");
+        o.all || o.last.is_some() || want.iter().any(|(k, _)| k == "status" || k == "exited");
     list.retain(|c| {
         (show_all
             || c.state == state::RUNNING
@@ -897,52 +977,47 @@ pub fn ps(
                 _ => true,
             })
     });
-    if let Some(n) = last {
+    if let Some(n) = o.last {
         list.truncate(n);
     }
     let mut out = std::io::stdout().lock();
-    if quiet {
+    if o.quiet {
         for c in &list {
-            writeln!(out, "{}", if no_trunc { &c.id[..] } else { &c.id[..12] })?;
+            writeln!(out, "{}", if o.no_trunc { &c.id[..] } else { &c.id[..12] })?;
         }
         return Ok(0);
     }
-    let mut rows = vec![vec![
-        "CONTAINER ID".to_string(),
-        "IMAGE".into(),
-        "COMMAND".into(),
-        "CREATED".into(),
-        "STATUS".into(),
-        "PORTS".into(),
-        "NAMES".into(),
-    ]];
-    for c in &list {
-        let cmd = c.command.join(" ");
-        let cmd = if no_trunc {
-            format!("\"{cmd}\"")
-        } else {
-            let short: String = cmd.chars().take(19).collect();
-            if cmd.chars().count() > 20 {
-                format!("\"{short}…\"")
-            } else {
-                format!("\"{cmd}\"")
-            }
-        };
-        rows.push(vec![
-            if no_trunc {
-                c.id.clone()
-            } else {
-                c.id[..12].to_string()
-            },
-            c.image.clone(),
-            cmd,
-            format!("{} ago", ago(&c.created)),
-            status_text(c),
-            String::new(),
-            c.name.clone(),
-        ]);
-    }
-    write!(out, "{}", crate::human::table(&rows))?;
+    let wants_size = o.size || o.format.is_some_and(|f| f.contains(".Size"));
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| ps_row(store, paths, c, o.no_trunc, wants_size))
+        .collect();
+    let headers: std::collections::HashMap<String, String> = [
+        ("ID", "CONTAINER ID"),
+        ("Image", "IMAGE"),
+        ("Command", "COMMAND"),
+        ("CreatedAt", "CREATED AT"),
+        ("RunningFor", "CREATED"),
+        ("Ports", "PORTS"),
+        ("State", "STATE"),
+        ("Status", "STATUS"),
+        ("Size", "SIZE"),
+        ("Names", "NAMES"),
+        ("Labels", "LABELS"),
+        ("Mounts", "MOUNTS"),
+        ("Networks", "NETWORKS"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let default = if o.size {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}"
+    } else {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    };
+    let fmt = crate::gotmpl::format(o.format.unwrap_or("table"))?;
+    let default = crate::gotmpl::parse(default)?;
+    write!(out, "{}", fmt.render(&rows, &headers, &default)?)?;
     Ok(0)
 }
 
@@ -993,15 +1068,55 @@ fn status_text(c: &ContainerRecord) -> String {
     }
 }
 
+/// Docker's time arguments (`--since`, `--until`): an RFC 3339 time (or a
+/// date-time without zone, taken as UTC), Unix seconds (with a fraction),
+/// or a duration before now (`10m`, `1h30m`, `45s`).
+pub fn parse_time(s: &str) -> anyhow::Result<std::time::SystemTime> {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(SystemTime::now() - d);
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs >= 0.0 {
+            return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+        }
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(&format!("{s}T00:00:00")) {
+        return Ok(t);
+    }
+    Err(bad(format!(
+        "invalid value for \"since\"/\"until\": failed to parse value as time or duration: \"{s}\""
+    )))
+}
+
+/// What `logs` shows.
+pub struct LogOptions<'a> {
+    pub follow: bool,
+    pub tail: Option<&'a str>,
+    pub timestamps: bool,
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
 /// `logs`.
 pub fn logs(
     store: &mut ImageStore,
     paths: &Paths,
     name: &str,
-    follow: bool,
-    tail: Option<&str>,
-    timestamps: bool,
+    o: &LogOptions<'_>,
 ) -> anyhow::Result<i32> {
+    let (follow, tail, timestamps) = (o.follow, o.tail, o.timestamps);
+    let since = o.since.map(parse_time).transpose()?;
+    let until = o.until.map(parse_time).transpose()?;
+    let in_window = |time: &str| -> bool {
+        let Ok(t) = humantime::parse_rfc3339_weak(time) else {
+            return true;
+        };
+        since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u)
+    };
     let rec = ctr::find(store, paths, name)?;
     let path = paths.log_path(&rec.id);
     let tail_n: Option<usize> = match tail {
@@ -1012,7 +1127,10 @@ pub fn logs(
         ),
     };
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<proto::LogLine>(l).is_ok_and(|x| in_window(&x.time)))
+        .collect();
     let start = tail_n.map_or(0, |n| lines.len().saturating_sub(n));
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
@@ -1402,4 +1520,129 @@ pub fn prune(store: &mut ImageStore, paths: &Paths, force: bool) -> anyhow::Resu
     }
     writeln!(out, "Total reclaimed space: 0B")?;
     Ok(0)
+}
+
+/// Total host memory, bytes (the limit shown for containers without one).
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `stats`: one table of the containers' resource use; with `stream`,
+/// redrawn every second until interrupted.
+pub fn stats(
+    store: &mut ImageStore,
+    paths: &Paths,
+    names: &[String],
+    all: bool,
+    stream: bool,
+    format: Option<&str>,
+) -> anyhow::Result<i32> {
+    use std::time::{Duration, Instant};
+    let root = berth_runtime::state::Root::new(paths.runtime_root());
+    let total_mem = host_memory();
+    let pick = |store: &mut ImageStore| -> anyhow::Result<Vec<ContainerRecord>> {
+        if names.is_empty() {
+            Ok(ctr::list(store, paths)?
+                .into_iter()
+                .filter(|c| all || c.state == state::RUNNING || c.state == state::PAUSED)
+                .collect())
+        } else {
+            names
+                .iter()
+                .map(|n| ctr::find(store, paths, n).map_err(anyhow::Error::from))
+                .collect()
+        }
+    };
+    let sample = |c: &ContainerRecord| -> Option<(berth_runtime::cgroups::Stats, Instant)> {
+        if c.state != state::RUNNING && c.state != state::PAUSED {
+            return None;
+        }
+        berth_runtime::stats(&root, &c.id)
+            .ok()
+            .map(|s| (s, Instant::now()))
+    };
+    let headers: std::collections::HashMap<String, String> = [
+        ("ID", "CONTAINER ID"),
+        ("Container", "CONTAINER"),
+        ("Name", "NAME"),
+        ("CPUPerc", "CPU %"),
+        ("MemUsage", "MEM USAGE / LIMIT"),
+        ("MemPerc", "MEM %"),
+        ("NetIO", "NET I/O"),
+        ("BlockIO", "BLOCK I/O"),
+        ("PIDs", "PIDS"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let default = crate::gotmpl::parse(
+        "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}",
+    )?;
+    let fmt = crate::gotmpl::format(format.unwrap_or("table"))?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let list = pick(store)?;
+        let before: Vec<_> = list.iter().map(sample).collect();
+        std::thread::sleep(Duration::from_millis(if stream { 1000 } else { 250 }));
+        let mut rows = Vec::new();
+        for (c, b) in list.iter().zip(before) {
+            let after = sample(c);
+            let (cpu, mem, limit, pids, read, write) = match (&b, &after) {
+                (Some((s0, t0)), Some((s1, t1))) => {
+                    let dt = t1.duration_since(*t0).as_nanos().max(1) as f64;
+                    let du = s1.cpu.usage_total_ns.saturating_sub(s0.cpu.usage_total_ns) as f64;
+                    let limit = s1
+                        .memory
+                        .limit
+                        .filter(|l| *l < total_mem)
+                        .unwrap_or(total_mem);
+                    let (mut r, mut w) = (0u64, 0u64);
+                    for e in &s1.blkio.io_service_bytes {
+                        match e.op.as_str() {
+                            "Read" | "read" => r += e.value,
+                            "Write" | "write" => w += e.value,
+                            _ => {}
+                        }
+                    }
+                    (
+                        du / dt * 100.0,
+                        s1.memory.usage_without_cache(),
+                        limit,
+                        s1.pids.current,
+                        r,
+                        w,
+                    )
+                }
+                _ => (0.0, 0, 0, 0, 0, 0),
+            };
+            rows.push(serde_json::json!({
+                "ID": c.id[..12],
+                "Container": c.id[..12],
+                "Name": c.name,
+                "CPUPerc": format!("{cpu:.2}%"),
+                "MemUsage": format!("{} / {}", crate::human::size(mem), crate::human::size(limit)),
+                "MemPerc": format!("{:.2}%", if limit > 0 { mem as f64 / limit as f64 * 100.0 } else { 0.0 }),
+                "NetIO": "0B / 0B",
+                "BlockIO": format!("{} / {}", crate::human::size(read), crate::human::size(write)),
+                "PIDs": pids.to_string(),
+            }));
+        }
+        let text = fmt.render(&rows, &headers, &default)?;
+        let mut out = std::io::stdout().lock();
+        if stream && tty {
+            write!(out, "\x1b[2J\x1b[H")?;
+        }
+        write!(out, "{text}")?;
+        out.flush()?;
+        if !stream {
+            return Ok(0);
+        }
+    }
 }

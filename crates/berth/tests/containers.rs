@@ -973,3 +973,60 @@ fn a_cli_killed_at_any_moment_leaves_a_consistent_store() {
         "a mount is left"
     );
 }
+
+#[test]
+fn listing_formats_stats_and_log_windows() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lister",
+        "-l",
+        "tier=web",
+        "busybox",
+        "sh",
+        "-c",
+        "echo early; sleep 100",
+    ]);
+    assert_eq!(
+        s.ok(&["ps", "--format", "{{.Names}} {{.State}} {{.Labels}}"]),
+        "lister running tier=web\n"
+    );
+    let json = s.ok(&["ps", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["Names"], "lister");
+    let table = s.ok(&["ps", "--format", "table {{.ID}}\t{{.Names}}"]);
+    assert!(table.starts_with("CONTAINER ID"), "{table}");
+    let sized = s.ok(&["ps", "-s"]);
+    assert!(sized.lines().next().unwrap().ends_with("SIZE"), "{sized}");
+    assert!(sized.contains("(virtual "), "{sized}");
+    // stats: one sample, the container's pids and a memory figure.
+    let st = s.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}} {{.MemUsage}}",
+        "lister",
+    ]);
+    assert!(st.starts_with("lister "), "{st}");
+    let pids: u32 = st.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!((1..=3).contains(&pids), "{st}");
+    // Log windows: nothing before the start, everything since.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.ok(&["logs", "lister"]).contains("early") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.ok(&["logs", "--since", "1h", "lister"]), "early\n");
+    assert_eq!(s.ok(&["logs", "--until", "1h", "lister"]), "");
+    assert_eq!(
+        s.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "lister"]),
+        "early\n"
+    );
+    let o = s.run(&["logs", "--since", "yesterday-ish", "lister"]);
+    assert_ne!(o.status.code(), Some(0));
+}

@@ -80,6 +80,8 @@ enum Cmd {
     },
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
     /// Manage containers
     Container {
         #[command(subcommand)]
@@ -286,6 +288,24 @@ enum VolumeCmd {
 }
 
 #[derive(Args, Debug)]
+struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long = "no-stream")]
+    no_stream: bool,
+    /// Do not truncate output (accepted)
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Format output using a Go template, 'table', 'table TEMPLATE' or 'json'
+    #[arg(long)]
+    format: Option<String>,
+    /// Containers (default: all running)
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 struct AttachArgs {
     /// Do not attach STDIN
     #[arg(long = "no-stdin")]
@@ -330,7 +350,7 @@ struct PsArgs {
     /// Filter output based on conditions provided
     #[arg(short, long)]
     filter: Vec<String>,
-    /// Format output using a Go template (not yet for ps)
+    /// Format output using a Go template, 'table', 'table TEMPLATE' or 'json'
     #[arg(long)]
     format: Option<String>,
 }
@@ -346,10 +366,10 @@ struct LogsArgs {
     /// Show timestamps
     #[arg(short, long)]
     timestamps: bool,
-    /// Show logs since timestamp or relative (accepted)
+    /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m")
     #[arg(long)]
     since: Option<String>,
-    /// Show logs before a timestamp or relative (accepted)
+    /// Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m")
     #[arg(long)]
     until: Option<String>,
     /// Container
@@ -712,29 +732,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Ps(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
-            let _ = (a.size, &a.format);
             let last = if a.latest { Some(1) } else { a.last };
-            containers_cli::ps(
-                &mut store,
-                &paths()?,
-                a.all,
-                a.quiet,
-                a.no_trunc,
+            let o = containers_cli::PsOptions {
+                all: a.all,
+                quiet: a.quiet,
+                no_trunc: a.no_trunc,
                 last,
-                &a.filter,
-            )
+                size: a.size,
+                filters: &a.filter,
+                format: a.format.as_deref(),
+            };
+            containers_cli::ps(&mut store, &paths()?, &o)
         }
         Cmd::Logs(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
-            let _ = (&a.since, &a.until);
-            containers_cli::logs(
-                &mut store,
-                &paths()?,
-                &a.container,
-                a.follow,
-                a.tail.as_deref(),
-                a.timestamps,
-            )
+            let o = containers_cli::LogOptions {
+                follow: a.follow,
+                tail: a.tail.as_deref(),
+                timestamps: a.timestamps,
+                since: a.since.as_deref(),
+                until: a.until.as_deref(),
+            };
+            containers_cli::logs(&mut store, &paths()?, &a.container, &o)
         }
         Cmd::Exec(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
@@ -783,6 +802,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Top { container, ps_args } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             containers_cli::top(&mut store, &paths()?, &container, &ps_args)
+        }
+        Cmd::Stats(a) => {
+            let _ = a.no_trunc;
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            containers_cli::stats(
+                &mut store,
+                &paths()?,
+                &a.containers,
+                a.all,
+                !a.no_stream,
+                a.format.as_deref(),
+            )
         }
         Cmd::Attach(a) => {
             let _ = &a.detach_keys;
