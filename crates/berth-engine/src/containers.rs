@@ -1294,3 +1294,29 @@ pub fn attach(paths: &Paths, rec: &ContainerRecord) -> Result<UnixStream> {
     }
     proto::connect(&paths.run_dir(&rec.id)).map_err(io("connecting to", &paths.run_dir(&rec.id)))
 }
+
+/// `update`: change a container's resource limits (and restart policy),
+/// applied at once to a live container's cgroup and kept for its next
+/// starts.
+pub fn update(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    change: impl FnOnce(&mut ContainerConfig),
+) -> Result<()> {
+    let _lock = lock(paths, &rec.id)?;
+    let rec = refresh(images, paths, rec)?;
+    let mut cfg = config_of(&rec)?;
+    change(&mut cfg);
+    let limits = spec::resource_limits(&cfg)?;
+    if matches!(rec.state.as_str(), state::RUNNING | state::PAUSED) {
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_value(limits)
+            .map_err(|e| ContainerError::Invalid(format!("resources: {e}")))?;
+        berth_runtime::update(&runtime_root(paths), &rec.id, &res).map_err(|e| {
+            ContainerError::Conflict(format!("Cannot update container {}: {e}", rec.id))
+        })?;
+    }
+    let json = serde_json::to_string(&cfg).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    images.db.set_container_config(&rec.id, &json)?;
+    Ok(())
+}

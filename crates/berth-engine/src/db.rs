@@ -721,6 +721,17 @@ impl Db {
         Ok(())
     }
 
+    /// Replace a container's configuration.
+    pub fn set_container_config(&self, id: &str, config: &str) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "UPDATE containers SET config = ?2 WHERE id = ?1",
+                params![id, config],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Forget a container.
     pub fn delete_container(&self, id: &str) -> Result<bool, DbError> {
         let n = self

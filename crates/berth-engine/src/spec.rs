@@ -1205,6 +1205,16 @@ fn is_cpu_list(s: &str) -> bool {
 }
 
 /// `linux.resources`.
+/// The `linux.resources` limits of a container without device rules, for
+/// `update` of a live container.
+pub fn resource_limits(cfg: &ContainerConfig) -> Result<Value, SpecError> {
+    let mut v = resources(cfg, Vec::new())?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("devices");
+    }
+    Ok(v)
+}
+
 fn resources(cfg: &ContainerConfig, device_rules: Vec<Value>) -> Result<Value, SpecError> {
     let r = &cfg.resources;
     let mut res = json!({"devices": device_rules});

@@ -1387,6 +1387,18 @@ pub fn pause(root: &Root, id: &str) -> Result<()> {
     Ok(saved.cgroup.freeze()?)
 }
 
+/// `update`: apply new resource limits to a container's cgroup.
+pub fn update(root: &Root, id: &str, res: &oci_spec::runtime::LinuxResources) -> Result<()> {
+    let (_, saved, _) = load_in(
+        root,
+        id,
+        &[Status::Running, Status::Created, Status::Paused],
+        "only a live container can be updated",
+    )?;
+    Cgroup::validate(res)?;
+    Ok(saved.cgroup.apply(res)?)
+}
+
 /// `resume`: thaw a paused container.
 pub fn resume(root: &Root, id: &str) -> Result<()> {
     let (_, saved, _) = load_in(

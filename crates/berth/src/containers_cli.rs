@@ -1646,3 +1646,83 @@ pub fn stats(
         }
     }
 }
+
+/// `update`'s flags.
+#[derive(Args, Debug, Clone)]
+pub struct UpdateArgs {
+    /// Memory limit
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy to apply when a container exits
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Containers
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `update`.
+pub fn update(store: &mut ImageStore, paths: &Paths, a: &UpdateArgs) -> i32 {
+    let parsed = (|| -> anyhow::Result<_> {
+        Ok((
+            a.memory
+                .as_deref()
+                .map(|m| memory_bytes(m, "--memory"))
+                .transpose()?,
+            a.memory_swap
+                .as_deref()
+                .map(|m| memory_bytes(m, "--memory-swap"))
+                .transpose()?,
+            a.restart.as_deref().map(parse_restart).transpose()?,
+        ))
+    })();
+    let (memory, swap, restart) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return 125;
+        }
+    };
+    each(store, paths, &a.containers, |s, p, rec| {
+        ctr::update(s, p, rec, |cfg| {
+            let r = &mut cfg.resources;
+            if memory.is_some() {
+                r.memory = memory;
+            }
+            if swap.is_some() {
+                r.memory_swap = swap;
+            }
+            if let Some(c) = a.cpus {
+                r.nano_cpus = Some((c * 1e9) as i64);
+            }
+            if a.cpu_shares.is_some() {
+                r.cpu_shares = a.cpu_shares;
+            }
+            if a.cpuset_cpus.is_some() {
+                r.cpuset_cpus = a.cpuset_cpus.clone();
+            }
+            if a.pids_limit.is_some() {
+                r.pids_limit = a.pids_limit;
+            }
+            if let Some(rp) = &restart {
+                cfg.restart = rp.clone();
+            }
+        })?;
+        Ok(None)
+    })
+}

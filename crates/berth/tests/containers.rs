@@ -1030,3 +1030,55 @@ fn listing_formats_stats_and_log_windows() {
     let o = s.run(&["logs", "--since", "yesterday-ish", "lister"]);
     assert_ne!(o.status.code(), Some(0));
 }
+
+#[test]
+fn update_changes_a_running_containers_limits() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&[
+        "run", "-d", "--name", "upd", "-m", "64m", "busybox", "sleep", "100",
+    ]);
+    s.ok(&[
+        "update",
+        "--memory",
+        "32m",
+        "--memory-swap",
+        "64m",
+        "--pids-limit",
+        "7",
+        "upd",
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}",
+            "upd"
+        ]),
+        "33554432 7\n"
+    );
+    // The live cgroup has the new limits (v1 or v2).
+    let id = s.ok(&["inspect", "-f", "{{.Id}}", "upd"]);
+    let id = id.trim();
+    let v1 = format!("/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes");
+    let v2 = format!("/sys/fs/cgroup/berth/{id}/memory.max");
+    let limit = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap();
+    assert_eq!(limit.trim(), "33554432");
+    let pids1 = format!("/sys/fs/cgroup/pids/berth/{id}/pids.max");
+    let pids2 = format!("/sys/fs/cgroup/berth/{id}/pids.max");
+    let pids = std::fs::read_to_string(&pids1)
+        .or_else(|_| std::fs::read_to_string(&pids2))
+        .unwrap();
+    assert_eq!(pids.trim(), "7");
+    let o = s.run(&["update", "--memory", "1m", "upd"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("Minimum memory limit"),
+        "{}",
+        text(&o.stderr)
+    );
+}

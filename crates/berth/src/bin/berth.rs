@@ -82,6 +82,8 @@ enum Cmd {
     Attach(AttachArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(StatsArgs),
+    /// Update configuration of one or more containers
+    Update(Box<containers_cli::UpdateArgs>),
     /// Manage containers
     Container {
         #[command(subcommand)]
@@ -802,6 +804,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Top { container, ps_args } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             containers_cli::top(&mut store, &paths()?, &container, &ps_args)
+        }
+        Cmd::Update(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(containers_cli::update(&mut store, &paths()?, &a))
         }
         Cmd::Stats(a) => {
             let _ = a.no_trunc;
