@@ -10,4 +10,5 @@ pub mod logging;
 pub mod monitor;
 pub mod progress;
 pub mod runtime_cli;
+pub mod system_cli;
 pub mod wait;

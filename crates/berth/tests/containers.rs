@@ -1082,3 +1082,42 @@ fn update_changes_a_running_containers_limits() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn info_df_and_system_prune() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&["run", "--name", "done", "-v", "/anon", "busybox", "true"]);
+    s.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "100"]);
+    assert_eq!(
+        s.ok(&[
+            "info",
+            "-f",
+            "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}} {{.Images}} {{.Driver}}"
+        ]),
+        "2 1 1 1 overlay2\n"
+    );
+    assert!(s.ok(&["info"]).contains(" Running: 1"));
+    let df = s.ok(&["system", "df"]);
+    assert!(df.starts_with("TYPE"), "{df}");
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Containers") && l.split_whitespace().nth(1) == Some("2")),
+        "{df}"
+    );
+    let pruned = s.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(pruned.contains("Deleted Containers:"), "{pruned}");
+    assert!(pruned.contains("Deleted Volumes:"), "{pruned}");
+    assert_eq!(
+        s.ok(&["ps", "-aq"]).lines().count(),
+        1,
+        "the running one stays"
+    );
+    assert_eq!(
+        s.ok(&["images", "-q"]).lines().count(),
+        1,
+        "its image stays"
+    );
+}

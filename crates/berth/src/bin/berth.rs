@@ -84,6 +84,17 @@ enum Cmd {
     Stats(StatsArgs),
     /// Update configuration of one or more containers
     Update(Box<containers_cli::UpdateArgs>),
+    /// Display system-wide information
+    Info {
+        /// Format output using a Go template (or 'json')
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Manage berth
+    System {
+        #[command(subcommand)]
+        cmd: SystemCmd,
+    },
     /// Manage containers
     Container {
         #[command(subcommand)]
@@ -286,6 +297,30 @@ enum VolumeCmd {
         /// Do not prompt for confirmation
         #[arg(short, long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SystemCmd {
+    /// Show berth disk usage
+    Df,
+    /// Display system-wide information
+    Info {
+        /// Format output using a Go template (or 'json')
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Remove unused data
+    Prune {
+        /// Remove all unused images not just dangling ones
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+        /// Prune anonymous volumes
+        #[arg(long)]
+        volumes: bool,
     },
 }
 
@@ -804,6 +839,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Top { container, ps_args } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             containers_cli::top(&mut store, &paths()?, &container, &ps_args)
+        }
+        Cmd::Info { format }
+        | Cmd::System {
+            cmd: SystemCmd::Info { format },
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            berth::system_cli::info(&mut store, &paths()?, format.as_deref())
+        }
+        Cmd::System { cmd: SystemCmd::Df } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            berth::system_cli::df(&mut store, &paths()?)
+        }
+        Cmd::System {
+            cmd:
+                SystemCmd::Prune {
+                    all,
+                    force,
+                    volumes,
+                },
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            berth::system_cli::prune(&mut store, &paths()?, all, volumes, force)
         }
         Cmd::Update(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
