@@ -580,8 +580,18 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
     let Some(conn) = started.attach else {
         return 0;
     };
-    let code = match attach_session(conn, &a.create, a.sig_proxy, true) {
-        Ok(c) => c,
+    let keys = match parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q")) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            return 125;
+        }
+    };
+    let code = match attach_session_keys(conn, &a.create, a.sig_proxy, true, Some(&keys)) {
+        Ok(Some(c)) => c,
+        // Detached: the container runs on (and a --rm one is removed by
+        // its monitor when it exits).
+        Ok(None) => return 0,
         Err(e) => {
             eprintln!("berth: {e:#}");
             125
@@ -600,12 +610,51 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
 
 /// Talk to a container's monitor: stream its output to ours, our stdin to
 /// it, forward signals and terminal size; returns its exit code.
+/// Docker's detach key syntax: `ctrl-p,ctrl-q` (the default), `ctrl-@`,
+/// `ctrl-[`, or single characters, comma-separated.
+pub fn parse_detach_keys(s: &str) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for k in s.split(',') {
+        let b = if let Some(c) = k.strip_prefix("ctrl-") {
+            match c.as_bytes() {
+                [ch @ b'a'..=b'z'] => ch - b'a' + 1,
+                [ch @ b'A'..=b'Z'] => ch - b'A' + 1,
+                [b'@'] => 0,
+                [b'['] => 27,
+                [b'\\'] => 28,
+                [b']'] => 29,
+                [b'^'] => 30,
+                [b'_'] => 31,
+                _ => return Err(bad(format!("Invalid detach keys ({s}) provided"))),
+            }
+        } else if k.len() == 1 {
+            k.as_bytes()[0]
+        } else {
+            return Err(bad(format!("Invalid detach keys ({s}) provided")));
+        };
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// The result of an attach session: the container's exit code, or `None`
+/// when the user detached with the detach keys.
 fn attach_session(
-    mut conn: UnixStream,
+    conn: UnixStream,
     a: &CreateArgs,
     sig_proxy: bool,
     claim_removal: bool,
 ) -> anyhow::Result<i32> {
+    Ok(attach_session_keys(conn, a, sig_proxy, claim_removal, None)?.unwrap_or(0))
+}
+
+fn attach_session_keys(
+    mut conn: UnixStream,
+    a: &CreateArgs,
+    sig_proxy: bool,
+    claim_removal: bool,
+    detach_keys: Option<&[u8]>,
+) -> anyhow::Result<Option<i32>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -636,6 +685,8 @@ fn attach_session(
         send_size(&mut conn);
     }
     let mut stdin_open = a.interactive;
+    let mut matched = 0usize;
+    let mut pending: Vec<u8>;
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
     let mut dec = proto::Decoder::default();
@@ -670,11 +721,36 @@ fn attach_session(
         }
         if stdin_open && re.get(2).is_some_and(|r| !r.is_empty()) {
             let n = nix::unistd::read(&stdin, &mut buf).unwrap_or(0);
+            // The detach keys (on a terminal) end the session, not the
+            // container.
+            let mut data = &buf[..n];
+            if let (Some(keys), true) = (detach_keys, tty_in) {
+                let mut forward = Vec::with_capacity(n);
+                for &b in data {
+                    if b == keys[matched] {
+                        matched += 1;
+                        if matched == keys.len() {
+                            if !forward.is_empty() {
+                                let _ = proto::write_frame(&mut conn, Kind::Stdin, &forward);
+                            }
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    forward.extend_from_slice(&keys[..matched]);
+                    matched = 0;
+                    forward.push(b);
+                }
+                pending = forward;
+                data = &pending;
+            }
             let sent = if n == 0 {
                 stdin_open = false;
                 proto::write_frame(&mut conn, Kind::StdinEof, &[])
+            } else if data.is_empty() {
+                Ok(())
             } else {
-                proto::write_frame(&mut conn, Kind::Stdin, &buf[..n])
+                proto::write_frame(&mut conn, Kind::Stdin, data)
             };
             if sent.is_err() {
                 stdin_open = false;
@@ -684,7 +760,7 @@ fn attach_session(
             let n = std::io::Read::read(&mut conn, &mut buf)?;
             if n == 0 {
                 // The monitor went away without an exit frame.
-                return Ok(125);
+                return Ok(Some(125));
             }
             dec.push(&buf[..n]);
             while let Some((kind, payload)) = dec.next_frame()? {
@@ -698,7 +774,7 @@ fn attach_session(
                     }
                     Kind::Exit => {
                         let (code, _) = proto::parse_exit(&payload).unwrap_or((125, false));
-                        return Ok(code);
+                        return Ok(Some(code));
                     }
                     _ => {}
                 }
@@ -1484,14 +1560,16 @@ pub fn attach(
     name: &str,
     no_stdin: bool,
     sig_proxy: bool,
+    detach_keys: Option<&str>,
 ) -> i32 {
     let r = (|| -> anyhow::Result<i32> {
+        let keys = parse_detach_keys(detach_keys.unwrap_or("ctrl-p,ctrl-q"))?;
         let rec = ctr::find(store, paths, name)?;
         let cfg = ctr::config_of(&rec)?;
         let conn = ctr::attach(paths, &rec)?;
         let mut args = dummy_args(&cfg);
         args.interactive = cfg.open_stdin && !no_stdin;
-        attach_session(conn, &args, sig_proxy, false)
+        Ok(attach_session_keys(conn, &args, sig_proxy, false, Some(&keys))?.unwrap_or(0))
     })();
     r.unwrap_or_else(|e| {
         eprintln!("Error response from daemon: {e:#}");

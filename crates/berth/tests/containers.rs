@@ -1121,3 +1121,67 @@ fn info_df_and_system_prune() {
         "its image stays"
     );
 }
+
+#[test]
+fn run_it_detaches_with_the_keys_and_exec_it_gets_a_terminal() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let bin = env!("CARGO_BIN_EXE_berth");
+    let flags = format!(
+        "--root {} --run-root {}",
+        s.root().display(),
+        s.run.display()
+    );
+    // A terminal session: type a command, then Ctrl-P Ctrl-Q.
+    let mut script = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{bin} {flags} run -it --name dk busybox sh"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = script.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    std::io::Write::write_all(&mut input, b"echo typed-$((40+2))\r").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut input, b"\x10\x11").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = script.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "run -it did not detach");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(input);
+    let out = script.wait_with_output().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        text(&out.stdout).contains("typed-42"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Detached, not stopped.
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.Status}}", "dk"]),
+        "running\n"
+    );
+    // exec -it: a terminal of its own.
+    let o = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{bin} {flags} exec -it dk sh -c 'tty; echo $TERM'"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(out.contains("/dev/pts/"), "{out}");
+    s.ok(&["rm", "-f", "dk"]);
+}

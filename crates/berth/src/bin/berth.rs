@@ -350,7 +350,7 @@ struct AttachArgs {
     /// Proxy all received signals to the process
     #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
     sig_proxy: bool,
-    /// Override the key sequence for detaching a container (accepted)
+    /// Override the key sequence for detaching a container
     #[arg(long = "detach-keys")]
     detach_keys: Option<String>,
     /// Container
@@ -879,7 +879,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             )
         }
         Cmd::Attach(a) => {
-            let _ = &a.detach_keys;
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             Ok(containers_cli::attach(
                 &mut store,
@@ -887,6 +886,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 &a.container,
                 a.no_stdin,
                 a.sig_proxy,
+                a.detach_keys.as_deref(),
             ))
         }
         Cmd::Inspect(a) => {
