@@ -796,7 +796,17 @@ fn launch(
     {
         berth_sys::fd::clear_cloexec(fd).map_err(io("passing a descriptor to", &paths.monitor))?;
     }
-    let mut cmd = std::process::Command::new(&paths.monitor);
+    // Started from a read-only bind of its binary, the monitor is
+    // protected (CVE-2019-5736) without re-executing itself.
+    let protected = berth_sys::sealed::protected_bind(&paths.monitor)
+        .and_then(|fd| berth_sys::fd::clear_cloexec(fd.as_raw_fd()).map(|()| fd))
+        .ok();
+    let program = match &protected {
+        Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        None => paths.monitor.clone(),
+    };
+    let mut cmd = std::process::Command::new(&program);
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
     cmd.arg(json)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -804,6 +814,7 @@ fn launch(
     // Its own process group: the terminal's Ctrl-C is not for it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().map_err(io("starting", &paths.monitor))?;
+    drop(protected);
     drop(ready_w);
     drop(monitor_end);
     let monitor_pid = child.id() as i64;

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod changes;
 pub mod config;
+pub mod container_fs;
 pub mod containers;
 pub mod db;
 pub mod images;

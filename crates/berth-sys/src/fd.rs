@@ -207,3 +207,31 @@ pub fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     unsafe { libc::close(fd) };
     Ok(owned)
 }
+
+/// Close every descriptor from 3 up that is not in `keep`: the ones a
+/// long-lived process inherited without asking (a caller's pipes), which
+/// would otherwise stay open as long as it lives. Call it at start-up,
+/// after taking the descriptors it needs ([`take_inherited`]).
+pub fn close_inherited_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut doomed = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if fd > 2 && !keep.contains(&fd) {
+            doomed.push(fd);
+        }
+    }
+    for fd in doomed {
+        // SAFETY: by this function's contract nothing in the process owns
+        // these descriptors (it runs before any are made, except `keep`);
+        // the directory stream used to list them is closed by now, so one
+        // of them going away is harmless (EBADF is ignored).
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}

@@ -28,7 +28,14 @@ pub fn is_protected() -> io::Result<bool> {
 }
 
 fn readonly_bind() -> io::Result<OwnedFd> {
-    let tree = crate::mount::open_tree_clone(Path::new("/proc/self/exe"), false)?;
+    protected_bind(Path::new("/proc/self/exe"))
+}
+
+/// A read-only, detached bind mount of the program at `path`: executing
+/// it through `/proc/self/fd/N` starts a process that is protected from
+/// the start (no re-execution needed).
+pub fn protected_bind(path: &Path) -> io::Result<OwnedFd> {
+    let tree = crate::mount::open_tree_clone(path, false)?;
     crate::mount::set_attr(
         tree.as_fd(),
         crate::mount::MOUNT_ATTR_RDONLY

@@ -2,6 +2,7 @@
 //! wiring of the libraries. Both binaries (`berth`, `berth-runtime`) are
 //! thin entry points over this crate.
 
+pub mod container_fs_cli;
 pub mod containers_cli;
 pub mod gotmpl;
 pub mod human;

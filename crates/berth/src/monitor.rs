@@ -50,6 +50,15 @@ pub fn main() -> i32 {
         .attach_fd
         .and_then(|fd| berth_sys::fd::take_inherited(fd).ok())
         .map(UnixStream::from);
+    // Whatever else the starting command left open is not ours to keep.
+    let keep: Vec<RawFd> = [
+        ready.as_ref().map(|f| f.as_raw_fd()),
+        attach.as_ref().map(|s| s.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let _ = berth_sys::fd::close_inherited_except(&keep);
     if let Err(e) = protected {
         report(
             &mut ready,
