@@ -217,18 +217,21 @@ def processes_mentioning(marks):
 
 def berth_processes(marks, tracked):
     """Processes named berth*: this run's (the command line names our paths, or a
-    monitor seen running a container of ours), the host's others, and zombies
-    (whose command line is gone, so whose they were is unknown)."""
-    out = {"ours_running": [], "others_running": 0, "zombies": 0}
+    monitor seen running a container of ours) and the host's others; zombies
+    apart (a zombie has no command line: it is this run's only if it is a
+    monitor seen running), with their parents."""
+    out = {"ours_running": [], "others_running": 0, "ours_zombies": 0, "other_zombies": 0, "zombie_parents": []}
     for pid in all_pids():
         st = proc_stat(pid)
         if not st or not st[0].startswith("berth"):
             continue
-        comm, state, _, start = st
+        comm, state, ppid, start = st
         line = b" ".join(cmdline(pid)).decode(errors="replace")
+        ours = any(m in line for m in marks) or (pid, start) in tracked
         if state == "Z":
-            out["zombies"] += 1
-        elif any(m in line for m in marks) or (pid, start) in tracked:
+            out["ours_zombies" if ours else "other_zombies"] += 1
+            out["zombie_parents"] = sorted(set(out["zombie_parents"]) | {ppid})
+        elif ours:
             out["ours_running"].append(f"{pid} {comm}")
         else:
             out["others_running"] += 1
@@ -239,7 +242,7 @@ def berth_leftovers(marks, tracked, when):
     """berth processes once no container runs. A monitor exits when its container
     is gone: this run's are waited for up to 5 s (running_gone_ms: how long it
     took), and so are zombies named berth* (an exited monitor is re-parented
-    to PID 1, which may reap late)."""
+    to PID 1, which may reap it late)."""
     t0 = time.perf_counter()
     gone = None
     while True:
@@ -247,7 +250,7 @@ def berth_leftovers(marks, tracked, when):
         dt = time.perf_counter() - t0
         if gone is None and not p["ours_running"]:
             gone = round(dt * 1000)
-        if (not p["ours_running"] and not p["zombies"]) or dt > 5:
+        if (not p["ours_running"] and not p["ours_zombies"] and not p["other_zombies"]) or dt > 5:
             return dict(p, when=when, running_gone_ms=gone, waited_ms=round(dt * 1000))
         time.sleep(0.05)
 
@@ -536,13 +539,17 @@ def print_table(rep):
     checks = eng.get("berth", {}).get("berth_processes_with_no_container", [])
     if checks:
         ours = max(len(c["ours_running"]) for c in checks)
-        zombies = max(c["zombies"] for c in checks)
+        zombies = max(c["ours_zombies"] for c in checks)
         others = max(c["others_running"] for c in checks)
+        other_z = max(c["other_zombies"] for c in checks)
+        parents = sorted({p for c in checks for p in c["zombie_parents"]})
         print(f"\nberth processes of this run left when no container runs: {ours}"
               + (" still running after 5 s" if ours else "") + f" ({len(checks)} checks)")
-        if others or zombies:
-            print(f"  not counted: up to {others} other berth* processes on the host (not this run's) "
-                  f"and {zombies} berth* zombies of unknown owner that PID 1 had not reaped after 5 s")
+        if zombies or other_z:
+            print(f"  exited but not reaped after 5 s: up to {zombies} of this run's monitors and {other_z} berth* "
+                  f"zombies of unknown owner; their parent: {', '.join(f'PID {p}' for p in parents)}")
+        if others:
+            print(f"  not counted: up to {others} other berth* processes on the host, not this run's")
     left = rep["leftovers"]
     print(f"left behind: {left if left != 'none' else 'nothing'}")
 
