@@ -1185,3 +1185,151 @@ fn run_it_detaches_with_the_keys_and_exec_it_gets_a_terminal() {
     assert!(out.contains("/dev/pts/"), "{out}");
     s.ok(&["rm", "-f", "dk"]);
 }
+
+#[test]
+fn security_and_resource_flags_reach_the_container() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let status = |extra: &[&str], field: &str| -> String {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", "grep", field, "/proc/self/status"]);
+        s.ok(&args)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Docker's 14 capabilities by default; add/drop; privileged has all.
+    assert_eq!(status(&[], "CapEff"), "00000000a80425fb");
+    assert_eq!(
+        status(&["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"], "CapEff"),
+        "0000000000001000"
+    );
+    assert_eq!(
+        status(&["--cap-drop", "chown"], "CapEff"),
+        "00000000a80425fa"
+    );
+    // (This host withholds CAP_SYS_RESOURCE; the runtime leaves out what
+    // the host does not grant.)
+    let all = u64::from_str_radix(&status(&["--privileged"], "CapEff"), 16).unwrap();
+    assert!(all & (1 << 21) != 0 && all.count_ones() >= 38, "{all:x}");
+    let o = s.run(&["run", "--rm", "--cap-add", "CAP_NOPE", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("CAP_NOPE"), "{}", text(&o.stderr));
+    // seccomp on by default (mode 2), off when unconfined; no_new_privs.
+    assert_eq!(status(&[], "Seccomp:"), "2");
+    assert_eq!(
+        status(&["--security-opt", "seccomp=unconfined"], "Seccomp:"),
+        "0"
+    );
+    assert_eq!(
+        status(&["--security-opt", "no-new-privileges"], "NoNewPrivs"),
+        "1"
+    );
+    // A custom profile in Docker's format: mkdir refused.
+    let profile = s.root().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let sec = format!("seccomp={}", profile.display());
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &sec,
+        "busybox",
+        "mkdir",
+        "/tmp/x",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("not permitted"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Read-only root, with a tmpfs that stays writable.
+    let o = s.run(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert_ne!(o.status.code(), Some(0));
+    s.ok(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/scratch:size=1m",
+        "busybox",
+        "touch",
+        "/scratch/x",
+    ]);
+    // ulimits and devices.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=512:1024",
+            "busybox",
+            "sh",
+            "-c",
+            "ulimit -n"
+        ]),
+        "512\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--device",
+            "/dev/null:/dev/mynull",
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /dev/mynull && echo ok"
+        ]),
+        "ok\n"
+    );
+    let o = s.run(&["run", "--rm", "--device", "/etc/passwd", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    // --cpus and --cpuset-cpus reach the cgroup (as seen from inside).
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cpu",
+        "--cpus",
+        "0.5",
+        "--cpuset-cpus",
+        "0",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let id = s.ok(&["inspect", "-f", "{{.Id}}", "cpu"]);
+    let quota = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/cpu/berth/{}/cpu.cfs_quota_us",
+        id.trim()
+    ))
+    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/berth/{}/cpu.max", id.trim())))
+    .unwrap();
+    assert!(quota.starts_with("50000"), "{quota}");
+    // --stop-signal: stop sends it.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sig",
+        "--stop-signal",
+        "USR1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 0' USR1; while :; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    s.ok(&["stop", "sig"]);
+    assert!(s.ok(&["logs", "sig"]).contains("got-usr1"));
+}
