@@ -4,29 +4,35 @@
 //! Everything a container wrote is in its overlay upper dir
 //! (`<root>/containers/<id>/upper`); its image's layers are the store's
 //! layer diff dirs. `diff` and `commit` read the upper dir directly (never
-//! following a symlink, never running anything from the container);
-//! `export` and `cp` need the whole tree, which is the live overlay mount
-//! (`merged`) while the container runs, and otherwise an overlay of upper
-//! and layers that this process mounts itself: read-only for reading,
-//! writable (upper, work and layers, as `start` mounts them) for `cp` into
-//! the container. That mount is made in a private mount namespace of one
-//! thread, on `<root>/containers/<id>/<what>-<pid>`, under the container's
-//! lock (so `start` waits); it is unmounted when done, and since no other
-//! mount namespace ever sees it, a process killed halfway leaves no mount
-//! behind.
+//! following a symlink, never running anything from the container), and
+//! leave out the empty mount points the runtime made (`/etc/hosts`, …),
+//! which Docker keeps in a layer of their own. `export` and `cp` need the
+//! whole tree: the live overlay mount (`merged`) while the container runs,
+//! and otherwise an overlay of upper and layers that this process mounts
+//! itself, read-only for reading, writable (upper, work and layers, as
+//! `start` mounts them) for `cp` into the container. That mount is made in
+//! a private mount namespace of one thread, on
+//! `<root>/containers/<id>/<what>-<pid>`, under the container's lock (so
+//! `start` waits); it is unmounted when done, and since no other mount
+//! namespace ever sees it, a process killed halfway leaves no mount behind.
+//! `cp` also sees the container's bind and volume mounts where it sees
+//! them (read-only ones read-only): they are bound, in such a private
+//! namespace, on the overlay or on that namespace's copy of the live mount.
 //!
 //! `cp` resolves every path inside the container with
 //! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` from a descriptor of
 //! the root (CVE-2018-15664: a symlink the container swaps in resolves
 //! inside the container, never on the host), walks trees through
 //! descriptors opened with `O_NOFOLLOW`, and extracts into the container
-//! with [`berth_image::layer::apply`] into the resolved directory.
+//! with [`berth_image::layer::apply`] into the resolved directory (as
+//! `/proc/self/fd/N`). Host paths follow Docker's client rules.
 
 use crate::containers::{self, state, ContainerError, Paths};
 use crate::db::{ContainerRecord, ImageRecord};
 use crate::images::{unpack_layer, ImageError, ImageStore, NewImage, NewLayer, Unpacked};
 use berth_image::digest::Digest;
 use berth_image::layer::{self, ApplyOptions, Compression, DiffOptions, LayerError};
+use berth_image::layers::PendingLayer;
 use berth_image::manifest;
 use berth_image::overlay::{self, OverlayError, OverlayPlan};
 use berth_image::reference::Reference;
@@ -449,24 +455,82 @@ fn pipeline<T: Send, U>(
 // The root file system of a container.
 // ---------------------------------------------------------------------------
 
-/// An overlay mounted in the private mount namespace of one thread; the
-/// thread unmounts it and ends when this is dropped.
+/// A bind or volume mount of a container, as `cp` sees it.
+#[derive(Debug, Clone)]
+struct Bind {
+    source: PathBuf,
+    destination: String,
+    read_only: bool,
+}
+
+/// The container's bind and volume mounts (volumes with a device mounted
+/// first, as `start` does), parents before what is mounted inside them.
+fn binds_of(images: &ImageStore, cfg: &crate::config::ContainerConfig) -> Result<Vec<Bind>> {
+    use crate::config::MountKind;
+    let mut out = Vec::new();
+    for m in &cfg.mounts {
+        match m.kind {
+            MountKind::Bind => {}
+            MountKind::Volume => {
+                if let Some(name) = &m.name {
+                    let v = crate::volumes::get(images, name)
+                        .map_err(|e| FsError::Invalid(e.to_string()))?;
+                    crate::volumes::ensure_mounted(images.root(), &v)
+                        .map_err(|e| FsError::Invalid(e.to_string()))?;
+                }
+            }
+            MountKind::Tmpfs => continue,
+        }
+        out.push(Bind {
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            read_only: m.read_only,
+        });
+    }
+    out.sort_by_key(|b| {
+        clean(&b.destination)
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .count()
+    });
+    Ok(out)
+}
+
+/// The root of a private view.
+enum RootMount {
+    /// An overlay of the container's layers, mounted on its target.
+    Overlay(OverlayPlan),
+    /// The running container's own mount (`merged`), as the private mount
+    /// namespace has it.
+    Live { merged: PathBuf, upper: PathBuf },
+}
+
+/// A container's file system mounted in the private mount namespace of one
+/// thread: an overlay of its layers, or its live mount, with its bind and
+/// volume mounts; the thread unmounts it and ends when this is dropped.
 struct PrivateMount {
-    target: PathBuf,
+    /// The mount point made for it, removed after.
+    target: Option<PathBuf>,
     done: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PrivateMount {
-    /// Mount `plan` on its target; an `O_PATH` descriptor of the mounted root.
-    fn new(plan: OverlayPlan) -> Result<(PrivateMount, OwnedFd)> {
-        let target = plan.target.clone();
-        match std::fs::create_dir(&target) {
-            Ok(()) => {}
-            // Left by a process killed earlier (its mount went with it).
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err("creating", &target.display())(e)),
-        }
+    /// Mount `root` and `binds`; an `O_PATH` descriptor of the root.
+    fn new(root: RootMount, binds: Vec<Bind>) -> Result<(PrivateMount, OwnedFd)> {
+        let target = match &root {
+            RootMount::Overlay(plan) => {
+                match std::fs::create_dir(&plan.target) {
+                    Ok(()) => {}
+                    // Left by a process killed earlier (its mount went
+                    // with it).
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("creating", &plan.target.display())(e)),
+                }
+                Some(plan.target.clone())
+            }
+            RootMount::Live { .. } => None,
+        };
         let (res_tx, res_rx) = mpsc::channel::<Result<OwnedFd>>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let mut pm = PrivateMount {
@@ -477,37 +541,42 @@ impl PrivateMount {
         let thread = std::thread::Builder::new()
             .name("berth-fs-mount".into())
             .spawn(move || {
-                let r = mount_privately(&plan);
+                let r = mount_privately(&root, &binds);
                 let mounted = r.is_ok();
                 let _ = res_tx.send(r);
                 if mounted {
                     // Until dropped (the sender goes away).
                     let _ = done_rx.recv();
-                    if let Err(e) = overlay::unmount(&plan.target) {
-                        tracing::warn!(error = %e, "unmounting a private container mount");
+                    if let RootMount::Overlay(plan) = &root {
+                        if let Err(e) = overlay::unmount(&plan.target) {
+                            tracing::warn!(error = %e, "unmounting a private container mount");
+                        }
                     }
                 }
+                // The thread's mount namespace, and whatever is still
+                // mounted in it, goes with the thread.
             })
-            .map_err(io_err("starting a thread for", &target.display()))?;
+            .map_err(io_err("starting a thread for", &"a private mount"))?;
         pm.thread = Some(thread);
         match res_rx.recv() {
             Ok(Ok(fd)) => Ok((pm, fd)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(FsError::Invalid(format!(
-                "mounting {}: the mount thread died",
-                target.display()
-            ))),
+            Err(_) => Err(FsError::Invalid(
+                "mounting the container's file system: the mount thread died".into(),
+            )),
         }
     }
 }
 
 /// In the calling thread: a mount namespace of its own (every mount in it
-/// private), then the overlay.
-fn mount_privately(plan: &OverlayPlan) -> Result<OwnedFd> {
+/// private), the root, and the binds on it, each destination resolved
+/// inside the root.
+fn mount_privately(root: &RootMount, binds: &[Bind]) -> Result<OwnedFd> {
     use nix::mount::MsFlags;
-    let shown = plan.target.display().to_string();
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(nix_err("unsharing the mount namespace for", &shown))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_err(
+        "unsharing the mount namespace for",
+        &"a private mount",
+    ))?;
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -515,14 +584,96 @@ fn mount_privately(plan: &OverlayPlan) -> Result<OwnedFd> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(nix_err("making mounts private for", &shown))?;
-    overlay::apply(plan)?;
-    nix::fcntl::open(
-        &plan.target,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(nix_err("opening", &shown))
+    .map_err(nix_err("making mounts private for", &"a private mount"))?;
+    let open_dir = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(nix_err("opening", &p.display()))
+    };
+    let fd = match root {
+        RootMount::Overlay(plan) => {
+            overlay::apply(plan)?;
+            open_dir(&plan.target)?
+        }
+        RootMount::Live { merged, upper } => {
+            let fd = open_dir(merged)?;
+            if !is_live(&fd, merged, upper)? {
+                return Err(FsError::Invalid(
+                    "the container stopped meanwhile; try again".into(),
+                ));
+            }
+            fd
+        }
+    };
+    for b in binds {
+        let dest = match open_in_root(
+            fd.as_fd(),
+            Path::new(&rel_of(&clean(&b.destination))),
+            libc::O_PATH,
+            0,
+        ) {
+            Ok(d) => d,
+            // Not there (yet): the copy sees the container's own files.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => {
+                return Err(FsError::Invalid(format!(
+                    "mounting {} in the container: {}",
+                    b.destination,
+                    go_words(&e)
+                )))
+            }
+        };
+        let fail = |what: &str, e: Errno| {
+            FsError::Invalid(format!(
+                "{what} {} on {} in the container: {}",
+                b.source.display(),
+                b.destination,
+                go_words(&e.into())
+            ))
+        };
+        // mount(2) follows the /proc/self/fd magic link to the directory
+        // (or file) resolved inside the root.
+        let target = proc_path(dest.as_fd());
+        let bind = |from: &Path| {
+            nix::mount::mount(
+                Some(from),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+        };
+        if b.read_only {
+            // The source made read-only here first (a bind of itself, in
+            // this mount namespace only), so that its bind is born
+            // read-only.
+            nix::mount::mount(
+                Some(&b.source),
+                &b.source,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| fail("mounting", e))?;
+            let r = nix::mount::mount(
+                None::<&str>,
+                &b.source,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| fail("making read-only", e))
+            .and_then(|()| bind(&b.source).map_err(|e| fail("mounting", e)));
+            let _ = nix::mount::umount2(&b.source, nix::mount::MntFlags::MNT_DETACH);
+            r?;
+        } else {
+            bind(&b.source).map_err(|e| fail("mounting", e))?;
+        }
+    }
+    Ok(fd)
 }
 
 impl Drop for PrivateMount {
@@ -531,7 +682,9 @@ impl Drop for PrivateMount {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_dir(&self.target);
+        if let Some(t) = &self.target {
+            let _ = std::fs::remove_dir(t);
+        }
     }
 }
 
@@ -540,7 +693,7 @@ impl Drop for PrivateMount {
 pub struct Rootfs {
     // Dropped in this order: the descriptor, the mount, the lock.
     root: OwnedFd,
-    mount: Option<PrivateMount>,
+    _mount: Option<PrivateMount>,
     _lock: Option<Flock<File>>,
 }
 
@@ -548,38 +701,64 @@ impl Rootfs {
     /// Open `rec`'s root file system; `purpose` names the temporary mount
     /// point (`export`, `cp`). `writable` mounts the upper dir as overlay's
     /// upper for a stopped container (reads see it as the top layer).
+    /// With `volumes` the container's bind and volume mounts are seen
+    /// where it sees them (Docker's `cp` does; `export` does not).
     pub fn open(
         images: &mut ImageStore,
         paths: &Paths,
         rec: &ContainerRecord,
         purpose: &str,
         writable: bool,
+        volumes: bool,
     ) -> Result<Rootfs> {
         let rec = containers::refresh(images, paths, rec.clone())?;
-        if is_up(&rec) {
-            if let Some(root) = live_root(paths, &rec.id)? {
-                return Ok(Rootfs {
+        let binds = if volumes {
+            binds_of(images, &containers::config_of(&rec)?)?
+        } else {
+            Vec::new()
+        };
+        let dir = paths.container_dir(&rec.id);
+        let id = rec.id.clone();
+        let live = |binds: &[Bind]| -> Result<Option<Rootfs>> {
+            let Some(root) = live_root(paths, &id)? else {
+                return Ok(None);
+            };
+            if binds.is_empty() {
+                return Ok(Some(Rootfs {
                     root,
-                    mount: None,
+                    _mount: None,
                     _lock: None,
-                });
+                }));
+            }
+            drop(root);
+            let (mount, root) = PrivateMount::new(
+                RootMount::Live {
+                    merged: paths.rootfs(&id),
+                    upper: dir.join("upper"),
+                },
+                binds.to_vec(),
+            )?;
+            Ok(Some(Rootfs {
+                root,
+                _mount: Some(mount),
+                _lock: None,
+            }))
+        };
+        if is_up(&rec) {
+            if let Some(r) = live(&binds)? {
+                return Ok(r);
             }
         }
         let lock = lock(paths, &rec.id)?;
         // Started meanwhile: its own mount it is.
         let rec = containers::refresh(images, paths, rec)?;
         if is_up(&rec) {
-            if let Some(root) = live_root(paths, &rec.id)? {
-                return Ok(Rootfs {
-                    root,
-                    mount: None,
-                    _lock: None,
-                });
+            if let Some(r) = live(&binds)? {
+                return Ok(r);
             }
         }
         let image = image_of(images, &rec)?;
         let lowers = lowers(images, &image);
-        let dir = paths.container_dir(&rec.id);
         let target = dir.join(format!("{purpose}-{}", std::process::id()));
         let plan = if writable {
             overlay::plan(&lowers, &dir.join("upper"), &dir.join("work"), &target)
@@ -588,22 +767,40 @@ impl Rootfs {
             all.extend(lowers);
             overlay::plan_readonly(&all, &target)
         };
-        let (mount, root) = PrivateMount::new(plan)?;
+        let (mount, root) = PrivateMount::new(RootMount::Overlay(plan), binds)?;
         Ok(Rootfs {
             root,
-            mount: Some(mount),
+            _mount: Some(mount),
             _lock: Some(lock),
         })
-    }
-
-    /// Whether this is a mount made for the occasion (a stopped container).
-    pub fn is_temporary(&self) -> bool {
-        self.mount.is_some()
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
     }
+}
+
+/// Whether `fd` (of `merged`) is the container's rootfs mount: an overlay,
+/// or the upper dir itself bound there (an image without layers).
+fn is_live(fd: &OwnedFd, merged: &Path, upper: &Path) -> Result<bool> {
+    let fs = nix::sys::statfs::fstatfs(fd).map_err(nix_err("inspecting", &merged.display()))?;
+    if fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC {
+        return Ok(true);
+    }
+    let (a, b) = (
+        fstat(fd).map_err(nix_err("inspecting", &merged.display()))?,
+        nix::sys::stat::stat(upper).map_err(nix_err("inspecting", &upper.display()))?,
+    );
+    Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+}
+
+/// The ID of the mount a descriptor is on.
+fn mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The running container's own rootfs mount, when it is mounted.
@@ -618,17 +815,8 @@ fn live_root(paths: &Paths, id: &str) -> Result<Option<OwnedFd>> {
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(nix_err("opening", &merged.display())(e)),
     };
-    let fs = nix::sys::statfs::fstatfs(&fd).map_err(nix_err("inspecting", &merged.display()))?;
-    if fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC {
-        return Ok(Some(fd));
-    }
-    // An image without layers: the upper dir itself is bound there.
     let upper = paths.container_dir(id).join("upper");
-    let (a, b) = (
-        fstat(&fd).map_err(nix_err("inspecting", &merged.display()))?,
-        nix::sys::stat::stat(&upper).map_err(nix_err("inspecting", &upper.display()))?,
-    );
-    Ok((a.st_dev == b.st_dev && a.st_ino == b.st_ino).then_some(fd))
+    Ok(is_live(&fd, &merged, &upper)?.then_some(fd))
 }
 
 // ---------------------------------------------------------------------------
@@ -802,6 +990,8 @@ impl Layers {
 struct Differ {
     layers: Layers,
     upper: PathBuf,
+    /// The runtime's mount points left out (paths relative to the root).
+    skipped: std::cell::RefCell<HashSet<Vec<u8>>>,
 }
 
 fn shown_path(comps: &[OsString]) -> PathBuf {
@@ -891,6 +1081,7 @@ impl Differ {
             .map_err(self.err("looking up in the image", comps))?;
         if !is_dir(&st) {
             if lower.is_none() && self.mount_point(&path, &st, None) {
+                self.skip(&path);
                 return Ok(());
             }
             out.push(Change {
@@ -914,6 +1105,7 @@ impl Differ {
             Err(e) => return Err(self.err("opening", comps)(e.into())),
         };
         if lower.is_none() && self.mount_point(&path, &st, Some(fd.as_fd())) {
+            self.skip(&path);
             return Ok(());
         }
         let opaque = is_opaque(fd.as_fd());
@@ -939,6 +1131,12 @@ impl Differ {
         Ok(())
     }
 
+    fn skip(&self, path: &Path) {
+        let rel = path.as_os_str().as_bytes().trim_ascii_start();
+        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+        self.skipped.borrow_mut().insert(rel.to_vec());
+    }
+
     /// An empty mount point the runtime made (see [`MOUNT_POINTS`]).
     fn mount_point(&self, path: &Path, st: &FileStat, dir: Option<BorrowedFd<'_>>) -> bool {
         if !MOUNT_POINTS.iter().any(|m| Path::new(m) == path) {
@@ -958,20 +1156,241 @@ impl Differ {
 pub fn changes(images: &ImageStore, paths: &Paths, rec: &ContainerRecord) -> Result<Vec<Change>> {
     let image = image_of(images, rec)?;
     let upper = paths.container_dir(&rec.id).join("upper");
+    Ok(diff_upper(images, &image, &upper)?.0)
+}
+
+/// The changes in `upper` over `image`, and the runtime's mount points
+/// that are no change (paths relative to the root).
+fn diff_upper(
+    images: &ImageStore,
+    image: &ImageRecord,
+    upper: &Path,
+) -> Result<(Vec<Change>, HashSet<Vec<u8>>)> {
     let differ = Differ {
-        layers: Layers::open(&lowers(images, &image))?,
-        upper: upper.clone(),
+        layers: Layers::open(&lowers(images, image))?,
+        upper: upper.to_path_buf(),
+        skipped: Default::default(),
     };
     let root = nix::fcntl::open(
-        &upper,
+        upper,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .map_err(nix_err("opening", &upper.display()))?;
     let mut out = Vec::new();
     differ.walk(root.as_fd(), &mut Vec::new(), false, &mut out)?;
-    Ok(out)
+    Ok((out, differ.skipped.into_inner()))
 }
+
+/// Leaves some entries out of a layer tar as [`layer::diff`] writes it
+/// (ustar headers, each preceded by a PAX header when it needs one), as
+/// the tar streams through.
+struct TarFilter<W: Write> {
+    out: W,
+    /// Names to leave out, without a directory's trailing `/`.
+    drop: HashSet<Vec<u8>>,
+    /// An incomplete header block.
+    block: Vec<u8>,
+    /// A PAX header and its records, held until the entry they belong to.
+    pax: Vec<u8>,
+    state: FilterState,
+}
+
+#[derive(Clone, Copy)]
+enum FilterState {
+    Header,
+    /// The records of a PAX header (`left` bytes with padding; `size` of them records).
+    Pax {
+        left: u64,
+        size: u64,
+    },
+    /// An entry's data and padding.
+    Data {
+        left: u64,
+        keep: bool,
+    },
+    /// After the end-of-archive blocks.
+    Trailer,
+}
+
+fn pad512(n: u64) -> u64 {
+    n.div_ceil(512) * 512
+}
+
+/// A ustar octal number field.
+fn octal(field: &[u8]) -> io::Result<u64> {
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| b.is_ascii_digit())
+        .collect();
+    if digits.is_empty() {
+        return Ok(0);
+    }
+    u64::from_str_radix(&String::from_utf8_lossy(&digits), 8)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad tar number: {e}")))
+}
+
+/// The `path` and `size` records of PAX header data.
+fn pax_fields(mut data: &[u8]) -> (Option<Vec<u8>>, Option<u64>) {
+    let (mut path, mut size) = (None, None);
+    while let Some(sp) = data.iter().position(|b| *b == b' ') {
+        let Some(len) = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > sp && *l <= data.len())
+        else {
+            break;
+        };
+        let record = &data[sp + 1..len];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some(eq) = record.iter().position(|b| *b == b'=') {
+            match &record[..eq] {
+                b"path" => path = Some(record[eq + 1..].to_vec()),
+                b"size" => {
+                    size = std::str::from_utf8(&record[eq + 1..])
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                }
+                _ => {}
+            }
+        }
+        data = &data[len..];
+    }
+    (path, size)
+}
+
+impl<W: Write> TarFilter<W> {
+    fn new(out: W, drop: HashSet<Vec<u8>>) -> TarFilter<W> {
+        TarFilter {
+            out,
+            drop,
+            block: Vec::with_capacity(512),
+            pax: Vec::new(),
+            state: FilterState::Header,
+        }
+    }
+
+    /// A complete header block.
+    fn header(&mut self, h: &[u8]) -> io::Result<()> {
+        if h.iter().all(|b| *b == 0) {
+            self.out.write_all(&self.pax)?;
+            self.pax.clear();
+            self.state = FilterState::Trailer;
+            return self.out.write_all(h);
+        }
+        let size = octal(&h[124..136])?;
+        if h[156] == b'x' {
+            self.pax = h.to_vec();
+            self.state = FilterState::Pax {
+                left: pad512(size),
+                size,
+            };
+            return Ok(());
+        }
+        let (pax_path, pax_size) = if self.pax.len() > 512 {
+            pax_fields(&self.pax[512..])
+        } else {
+            (None, None)
+        };
+        let name = pax_path.unwrap_or_else(|| {
+            let field = |r: std::ops::Range<usize>| {
+                let f = &h[r];
+                f[..f.iter().position(|b| *b == 0).unwrap_or(f.len())].to_vec()
+            };
+            let (name, prefix) = (field(0..100), field(345..500));
+            if prefix.is_empty() {
+                name
+            } else {
+                [prefix, name].join(&b'/')
+            }
+        });
+        let size = pax_size.unwrap_or(size);
+        let trimmed = name.strip_suffix(b"/").unwrap_or(&name);
+        let keep = !self.drop.contains(trimmed);
+        if keep {
+            self.out.write_all(&self.pax)?;
+            self.out.write_all(h)?;
+        }
+        self.pax.clear();
+        let data = match h[156] {
+            b'0' | 0 | b'7' => pad512(size),
+            _ => 0,
+        };
+        self.state = if data > 0 {
+            FilterState::Data { left: data, keep }
+        } else {
+            FilterState::Header
+        };
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for TarFilter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            match self.state {
+                FilterState::Trailer => {
+                    self.out.write_all(rest)?;
+                    rest = &[];
+                }
+                FilterState::Data { left, keep } => {
+                    let n = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    if keep {
+                        self.out.write_all(&rest[..n])?;
+                    }
+                    rest = &rest[n..];
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        FilterState::Header
+                    } else {
+                        FilterState::Data { left, keep }
+                    };
+                }
+                FilterState::Pax { left, size } => {
+                    let n = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    if self.pax.len() as u64 + (n as u64) > 512 + PAX_LIMIT {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "PAX header too large",
+                        ));
+                    }
+                    self.pax.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    let left = left - n as u64;
+                    if left == 0 {
+                        self.pax.truncate(512 + usize::try_from(size).unwrap_or(0));
+                        // Keep whole blocks: the records padded again.
+                        let padded = 512 + usize::try_from(pad512(size)).unwrap_or(0);
+                        self.pax.resize(padded, 0);
+                        self.state = FilterState::Header;
+                    } else {
+                        self.state = FilterState::Pax { left, size };
+                    }
+                }
+                FilterState::Header => {
+                    let n = rest.len().min(512 - self.block.len());
+                    self.block.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    if self.block.len() == 512 {
+                        let h = std::mem::take(&mut self.block);
+                        self.header(&h)?;
+                    }
+                }
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The most PAX record bytes one header of a layer tar carries here.
+const PAX_LIMIT: u64 = layer::MAX_ENTRY_METADATA;
 
 // ---------------------------------------------------------------------------
 // Walking a tree through descriptors, into a tar or a directory.
@@ -1685,7 +2104,7 @@ pub fn export(
     rec: &ContainerRecord,
     out: &mut dyn Write,
 ) -> Result<u64> {
-    let root = Rootfs::open(images, paths, rec, "export", false)?;
+    let root = Rootfs::open(images, paths, rec, "export", false, false)?;
     let dir = openat(
         root.fd(),
         ".",
@@ -1847,7 +2266,7 @@ pub fn commit(
         containers::pause(images, paths, rec.clone())?;
     }
     let upper = paths.container_dir(&rec.id).join("upper");
-    let read = read_changes(images, &upper);
+    let read = read_changes(images, &image, &upper);
     if paused {
         let again = containers::find(images, paths, &rec.id)
             .and_then(|r| containers::unpause(images, paths, r));
@@ -1858,10 +2277,10 @@ pub fn commit(
             }
         }
     }
-    let (stats, unpacked_layer) = read?;
+    let layer = read?;
 
     let created = now();
-    let empty = stats.entries == 0 || stats.diff_id == empty_layer_diff_id();
+    let empty = layer.is_none();
     obj.insert("config".into(), serde_json::Value::Object(new_cfg));
     obj.insert("created".into(), serde_json::json!(created));
     obj.remove("container");
@@ -1878,10 +2297,9 @@ pub fn commit(
         manifest::diff_ids(&manifest::parse_config(&parent_bytes).map_err(ImageError::from)?)
             .map_err(ImageError::from)?;
     let mut unpacked = Unpacked::default();
-    if !empty {
+    if let Some((pending, stats)) = layer {
         diff_ids.push(stats.diff_id.clone());
-        let (pending, apply_stats) = unpacked_layer;
-        unpacked.insert(pending, &apply_stats);
+        unpacked.insert(pending, &stats);
     }
     obj.insert(
         "rootfs".into(),
@@ -1926,31 +2344,38 @@ pub fn commit(
     )?)
 }
 
-type ReadChanges = (
-    layer::DiffStats,
-    (berth_image::layers::PendingLayer, layer::ApplyStats),
-);
-
-/// The upper dir as a layer tar, unpacked into the layer store as it is
-/// written (with its tar split, no blob).
-fn read_changes(images: &ImageStore, upper: &Path) -> Result<ReadChanges> {
+/// The container's changes as a layer, `None` when it changed nothing:
+/// the upper dir as a layer tar, without the runtime's mount points,
+/// unpacked into the layer store as it is written (with its tar split, no
+/// blob).
+fn read_changes(
+    images: &ImageStore,
+    image: &ImageRecord,
+    upper: &Path,
+) -> Result<Option<(PendingLayer, layer::ApplyStats)>> {
+    let (changes, mount_points) = diff_upper(images, image, upper)?;
+    if changes.is_empty() {
+        return Ok(None);
+    }
     let _content = images.content_lock(false)?;
     let opts = DiffOptions {
         compression: Compression::None,
         ..DiffOptions::default()
     };
     let layers = &images.layers;
-    let (diff, unpacked) = pipeline(
-        |w| Ok(layer::diff(upper, w, &opts)?),
+    let (_, unpacked) = pipeline(
+        |w| {
+            let mut filtered = TarFilter::new(w, mount_points);
+            let stats = layer::diff(upper, &mut filtered, &opts)?;
+            filtered.flush().map_err(io_err("writing", &"the layer"))?;
+            Ok(stats)
+        },
         |r| Ok(unpack_layer(layers, r, None)?),
     )?;
-    if diff.diff_id != unpacked.1.diff_id {
-        return Err(FsError::Invalid(format!(
-            "the container's changes read as {} but unpacked as {}",
-            diff.diff_id, unpacked.1.diff_id
-        )));
+    if unpacked.1.diff_id == empty_layer_diff_id() {
+        return Ok(None);
     }
-    Ok((diff, unpacked))
+    Ok(Some(unpacked))
 }
 
 // ---------------------------------------------------------------------------
@@ -2079,7 +2504,7 @@ pub fn copy_from_container(
         HostDest::Stream(_) => None,
         HostDest::Path(d) => Some(host_dest_info(d)?),
     };
-    let root = Rootfs::open(images, paths, rec, "cp", false)?;
+    let root = Rootfs::open(images, paths, rec, "cp", false, true)?;
     let obj = open_container_source(&root, &abs, src, container, opts.follow_link)?;
     let st = fstat(&obj).map_err(nix_err("lstat", &abs))?;
     let base = archive_base(&abs);
@@ -2262,13 +2687,8 @@ pub fn copy_to_container(
             Some((fd, st, archive_base(&abs), abs))
         }
     };
-    if cfg.read_only {
-        return Err(FsError::Invalid(
-            "container rootfs is marked read-only".into(),
-        ));
-    }
     let abs = container_path(dest);
-    let root = Rootfs::open(images, paths, rec, "cp", true)?;
+    let root = Rootfs::open(images, paths, rec, "cp", true, true)?;
     let dst = container_dest_info(&root, &abs)?;
     if dst.exists {
         let fd = open_in_root(root.fd(), Path::new(&rel_of(&dst.path)), libc::O_PATH, 0)
@@ -2307,6 +2727,22 @@ pub fn copy_to_container(
     if !is_dir(&st) {
         return Err(FsError::Invalid(
             "extraction point is not a directory".into(),
+        ));
+    }
+    // Into a volume, the volume must be writable; else the root file system.
+    if mount_id(dir_fd.as_fd()) != mount_id(root.fd()) {
+        let ro = nix::sys::statvfs::fstatvfs(&dir_fd)
+            .map_err(nix_err("inspecting", &dir))?
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+        if ro {
+            return Err(FsError::Invalid(
+                "mounted volume is marked read-only".into(),
+            ));
+        }
+    } else if cfg.read_only {
+        return Err(FsError::Invalid(
+            "container rootfs is marked read-only".into(),
         ));
     }
     let check = OverwriteCheck {
@@ -2494,6 +2930,64 @@ mod tests {
         assert_eq!(e.to_string(), "cannot copy directory");
         let e = prepare_copy(false, "f", &d("/dst/new/", false, false), true).unwrap_err();
         assert_eq!(e.to_string(), "no such directory");
+    }
+
+    /// Writes everything it is given in pieces of 7 bytes.
+    struct Dribble<W>(W);
+
+    impl<W: Write> Write for Dribble<W> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(7);
+            self.0.write_all(&buf[..n])?;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+
+    #[test]
+    fn the_tar_filter_leaves_out_what_it_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::fs::create_dir_all(d.join("dev")).unwrap();
+        std::fs::write(d.join("etc/hosts"), "").unwrap();
+        std::fs::write(d.join("etc/kept"), "kept data").unwrap();
+        let long = "l".repeat(150);
+        std::fs::write(d.join(&long), vec![b'x'; 1500]).unwrap();
+        std::os::unix::fs::symlink("etc/kept", d.join("link")).unwrap();
+        let drop: HashSet<Vec<u8>> = [b"etc/hosts".to_vec(), b"dev".to_vec()].into();
+        let mut out = Vec::new();
+        {
+            let mut f = Dribble(TarFilter::new(&mut out, drop));
+            let opts = DiffOptions {
+                compression: Compression::None,
+                ..DiffOptions::default()
+            };
+            layer::diff(d, &mut f, &opts).unwrap();
+            f.flush().unwrap();
+        }
+        let mut ar = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            seen.push((name, data.len()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("etc/".to_string(), 0),
+                ("etc/kept".to_string(), 9),
+                ("link".to_string(), 0),
+                (long, 1500),
+            ]
+        );
+        assert_eq!(out.len() % 512, 0);
     }
 
     #[test]

@@ -176,7 +176,9 @@ pub fn export(store: &mut ImageStore, paths: &Paths, a: &ExportArgs) -> i32 {
             let tmp = target.with_file_name(format!(".{name}.berth-tmp-{}", std::process::id()));
             let f = match std::fs::File::create(&tmp) {
                 Ok(f) => f,
-                Err(e) => return report(&FsError::Local(format!("failed to export container: {e}"))),
+                Err(e) => {
+                    return report(&FsError::Local(format!("failed to export container: {e}")))
+                }
             };
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
             let r = cfs::export(store, paths, &rec, &mut w).and_then(|_| {

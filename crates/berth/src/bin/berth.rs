@@ -1,6 +1,6 @@
 //! `berth`: the Docker-compatible container engine's command line.
 
-use berth::{containers_cli, images_cli};
+use berth::{container_fs_cli, containers_cli, images_cli};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -95,6 +95,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SystemCmd,
     },
+    /// Copy files/folders between a container and the local filesystem
+    Cp(container_fs_cli::CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(container_fs_cli::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(container_fs_cli::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(container_fs_cli::ExportArgs),
     /// Manage containers
     Container {
         #[command(subcommand)]
@@ -184,6 +192,14 @@ enum ContainerCmd {
     },
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(container_fs_cli::CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(container_fs_cli::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(container_fs_cli::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(container_fs_cli::ExportArgs),
     /// Remove all stopped containers
     Prune {
         /// Do not prompt for confirmation
@@ -590,6 +606,10 @@ const COMMANDS: &[&str] = &[
     "inspect",
     "container",
     "exec",
+    "cp",
+    "diff",
+    "commit",
+    "export",
 ];
 
 fn main() {
@@ -671,6 +691,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             },
             ContainerCmd::Top { container, ps_args } => Cmd::Top { container, ps_args },
             ContainerCmd::Attach(a) => Cmd::Attach(a),
+            ContainerCmd::Cp(a) => Cmd::Cp(a),
+            ContainerCmd::Diff(a) => Cmd::Diff(a),
+            ContainerCmd::Commit(a) => Cmd::Commit(a),
+            ContainerCmd::Export(a) => Cmd::Export(a),
             ContainerCmd::Prune { force } => {
                 let mut store = berth_engine::ImageStore::open(&cli.root)?;
                 return containers_cli::prune(&mut store, &paths()?, force);
@@ -893,6 +917,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let _ = a.size;
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             inspect(&mut store, &paths()?, &a)
+        }
+        Cmd::Cp(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(container_fs_cli::cp(&mut store, &paths()?, &a))
+        }
+        Cmd::Diff(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(container_fs_cli::diff(&mut store, &paths()?, &a))
+        }
+        Cmd::Commit(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(container_fs_cli::commit(&mut store, &paths()?, &a))
+        }
+        Cmd::Export(a) => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            Ok(container_fs_cli::export(&mut store, &paths()?, &a))
         }
         Cmd::Version => {
             println!("berth version {}", env!("CARGO_PKG_VERSION"));
