@@ -20,12 +20,28 @@ fn help_and_version() {
     let o = berth(&["--help"]);
     assert!(o.status.success());
     assert!(text(&o.stdout).contains("runtime"), "{}", text(&o.stdout));
-    let o = berth(&["version"]);
+    let o = berth(&["--version"]);
     assert!(o.status.success());
     assert!(
         text(&o.stdout).starts_with("berth version "),
         "{}",
         text(&o.stdout)
+    );
+    let o = berth(&["version"]);
+    assert!(o.status.success());
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("Client:\n Version:") && out.contains("\nServer:"),
+        "{out}"
+    );
+    let o = berth(&[
+        "version",
+        "--format",
+        "{{.Server.Version}} {{.Client.ApiVersion}}",
+    ]);
+    assert_eq!(
+        text(&o.stdout),
+        format!("{} 1.41\n", env!("CARGO_PKG_VERSION"))
     );
     let o = berth(&["runtime", "--help"]);
     assert!(o.status.success());

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
-    version,
+    version = concat!("version ", env!("CARGO_PKG_VERSION")),
     about = "A Docker-compatible container engine",
     disable_help_subcommand = true
 )]
@@ -138,7 +138,11 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// Show the berth version information
-    Version,
+    Version {
+        /// Format output using a Go template (or 'json')
+        #[arg(short, long)]
+        format: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -934,10 +938,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             Ok(container_fs_cli::export(&mut store, &paths()?, &a))
         }
-        Cmd::Version => {
-            println!("berth version {}", env!("CARGO_PKG_VERSION"));
-            Ok(0)
-        }
+        Cmd::Version { format } => version(format.as_deref()),
         Cmd::Runtime { .. } => unreachable_runtime(),
         Cmd::Images(a)
         | Cmd::Image {
@@ -1170,6 +1171,38 @@ fn volume_cmd(store: &mut berth_engine::ImageStore, cmd: VolumeCmd) -> anyhow::R
             Ok(0)
         }
     }
+}
+
+/// `version`: Docker's Client and Server sections (both are this binary:
+/// berth has no daemon), or a template over them.
+fn version(format: Option<&str>) -> anyhow::Result<i32> {
+    let v = env!("CARGO_PKG_VERSION");
+    let os_arch = format!(
+        "linux/{}",
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+    );
+    let uts = nix::sys::utsname::uname()?;
+    let data = serde_json::json!({
+        "Client": {"Version": v, "ApiVersion": "1.41", "Os": "linux", "Arch": std::env::consts::ARCH, "Platform": {"Name": "berth"}},
+        "Server": {
+            "Version": v, "ApiVersion": "1.41", "MinAPIVersion": "1.24", "Os": "linux",
+            "Arch": std::env::consts::ARCH, "KernelVersion": uts.release().to_string_lossy(),
+            "Components": [{"Name": "Engine", "Version": v}, {"Name": "berth-runtime", "Version": v}],
+        },
+    });
+    match format {
+        Some("json") => println!("{}", serde_json::to_string(&data)?),
+        Some(f) => println!("{}", berth::gotmpl::parse(f)?.render(&data)?),
+        None => print!(
+            "Client:\n Version:           {v}\n API version:       1.41\n OS/Arch:           {os_arch}\n\nServer: berth (no daemon: the engine runs in each command)\n Engine:\n  Version:          {v}\n  API version:      1.41 (minimum version 1.24)\n  OS/Arch:          {os_arch}\n  Kernel:           {}\n berth-runtime:\n  Version:          {v} (OCI runtime-spec 1.2)\n",
+            uts.release().to_string_lossy()
+        ),
+    }
+    Ok(0)
 }
 
 fn unreachable_container() -> anyhow::Result<i32> {
