@@ -1022,13 +1022,17 @@ pub fn ps(store: &mut ImageStore, paths: &Paths, o: &PsOptions<'_>) -> anyhow::R
         let (k, v) = f
             .split_once('=')
             .ok_or_else(|| bad(format!("bad format of filter (expected name=value): {f}")))?;
-        if !matches!(
-            k,
-            "status" | "name" | "id" | "label" | "ancestor" | "exited"
-        ) {
-            return Err(bad(format!("invalid filter '{k}'")));
+        match k {
+            "status" | "name" | "id" | "label" | "ancestor" | "exited" | "volume" => {
+                want.push((k.to_string(), v.to_string()))
+            }
+            // Relative to another container's creation time.
+            "before" | "since" => {
+                let other = ctr::find(store, paths, v)?;
+                want.push((k.to_string(), other.created));
+            }
+            _ => return Err(bad(format!("invalid filter '{k}'"))),
         }
-        want.push((k.to_string(), v.to_string()));
     }
     let show_all =
         o.all || o.last.is_some() || want.iter().any(|(k, _)| k == "status" || k == "exited");
@@ -1042,6 +1046,13 @@ pub fn ps(store: &mut ImageStore, paths: &Paths, o: &PsOptions<'_>) -> anyhow::R
                 "name" => c.name.contains(v.as_str()),
                 "id" => c.id.starts_with(v.as_str()),
                 "exited" => c.state == state::EXITED && c.exit_code.to_string() == *v,
+                "before" => c.created < *v,
+                "since" => c.created > *v,
+                "volume" => ctr::config_of(c)
+                    .unwrap_or_default()
+                    .mounts
+                    .iter()
+                    .any(|m| m.name.as_deref() == Some(v.as_str()) || m.destination == *v),
                 "ancestor" => c.image == *v || c.image_id.contains(v.as_str()),
                 "label" => {
                     let cfg = ctr::config_of(c).unwrap_or_default();

@@ -1013,6 +1013,44 @@ fn listing_formats_stats_and_log_windows() {
     let sized = s.ok(&["ps", "-s"]);
     assert!(sized.lines().next().unwrap().ends_with("SIZE"), "{sized}");
     assert!(sized.contains("(virtual "), "{sized}");
+    // Relative and volume filters.
+    s.ok(&[
+        "create", "--name", "later", "-v", "vf:/data", "busybox", "true",
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "since=lister",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "later\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "before=later",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "lister\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "volume=vf",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "later\n"
+    );
+    s.ok(&["rm", "later"]);
     // stats: one sample, the container's pids and a memory figure.
     let st = s.ok(&[
         "stats",

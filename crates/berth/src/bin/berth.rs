@@ -210,6 +210,10 @@ enum ContainerCmd {
         #[arg(short, long)]
         force: bool,
     },
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Update configuration of one or more containers
+    Update(Box<containers_cli::UpdateArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -695,6 +699,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             },
             ContainerCmd::Top { container, ps_args } => Cmd::Top { container, ps_args },
             ContainerCmd::Attach(a) => Cmd::Attach(a),
+            ContainerCmd::Stats(a) => Cmd::Stats(a),
+            ContainerCmd::Update(a) => Cmd::Update(a),
             ContainerCmd::Cp(a) => Cmd::Cp(a),
             ContainerCmd::Diff(a) => Cmd::Diff(a),
             ContainerCmd::Commit(a) => Cmd::Commit(a),
