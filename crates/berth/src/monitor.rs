@@ -312,8 +312,10 @@ impl Monitor {
         match self.start_container() {
             Ok(pid) => {
                 report(&mut self.ready, &format!("OK {pid}"));
-                // Starting took memory that supervising does not need.
+                // Starting took memory (heap, and code run only once)
+                // that supervising does not need.
                 berth_sys::process::trim_heap();
+                let _ = berth_sys::process::drop_code_pages();
             }
             Err((code, msg)) => {
                 report(&mut self.ready, &format!("ERR {code} {msg}"));
