@@ -171,7 +171,7 @@ def make_archive(path: Path, size_mb: int, base: str):
 
 def prun(d: Path) -> str:
     """podman's runroot: volatile, and at most 50 characters long."""
-    return f"/run/bbp-{d.name[:20]}"
+    return f"/run/bbp-{d.parent.name[-8:]}-{d.name[:12]}"
 
 
 class Dockerd:
@@ -185,7 +185,7 @@ class Dockerd:
         d = self.d
         self.log = open(d / "dockerd.log", "w")
         self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(d / "docker"), "--exec-root", f"/run/bbd-{d.name[:20]}",
+            ["dockerd", "--data-root", str(d / "docker"), "--exec-root", f"/run/bbd-{d.parent.name[-8:]}-{d.name[:12]}",
              "--pidfile", str(d / "dockerd.pid"), "-H", f"unix://{d}/docker.sock",
              "--iptables=false", "--ip6tables=false", "--bridge=none"],
             stdout=self.log, stderr=subprocess.STDOUT)
@@ -208,7 +208,7 @@ class Dockerd:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-        shutil.rmtree(f"/run/bbd-{self.d.name[:20]}", ignore_errors=True)
+        shutil.rmtree(f"/run/bbd-{self.d.parent.name[-8:]}-{self.d.name[:12]}", ignore_errors=True)
         return False
 
 
@@ -328,7 +328,8 @@ def main():
             if d.is_dir() and not d.name.endswith(".mnt"):
                 subprocess.run(["podman", "--root", str(d / "podman"), "--runroot", prun(d), "system", "reset",
                                 "-f"], capture_output=True, env=dict(os.environ, CONTAINERS_CONF=str(work / "containers.conf")))
-        for r in Path("/run").glob("bbp-*"):
+        # Only this run's: another run may be going on.
+        for r in Path("/run").glob(f"bbp-{work.name[-8:]}-*"):
             shutil.rmtree(r, ignore_errors=True)
         for m in work.glob("*.mnt"):
             subprocess.run(["umount", "-l", str(m)], capture_output=True)
