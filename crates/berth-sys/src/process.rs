@@ -286,15 +286,19 @@ pub fn drop_code_pages() -> io::Result<usize> {
         if perms != "r-xp" || path.is_empty() || path.starts_with('[') {
             continue;
         }
-        let Some((a, b)) = range.split_once('-') else { continue };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        else {
             continue;
         };
         // SAFETY: the range is a whole code mapping of this process (from
         // /proc/self/maps); MADV_DONTNEED on a private file mapping that was
         // never written only drops page-table entries, and the next access
         // reads the same bytes from the file again.
-        let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        let rc =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
         if rc == 0 {
             dropped += end - start;
         }

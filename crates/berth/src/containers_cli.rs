@@ -1023,7 +1023,7 @@ pub fn ps(store: &mut ImageStore, paths: &Paths, o: &PsOptions<'_>) -> anyhow::R
             .split_once('=')
             .ok_or_else(|| bad(format!("bad format of filter (expected name=value): {f}")))?;
         match k {
-            "status" | "name" | "id" | "label" | "ancestor" | "exited" | "volume" => {
+            "status" | "name" | "id" | "label" | "ancestor" | "exited" | "volume" | "network" => {
                 want.push((k.to_string(), v.to_string()))
             }
             // Relative to another container's creation time.
@@ -1053,6 +1053,14 @@ pub fn ps(store: &mut ImageStore, paths: &Paths, o: &PsOptions<'_>) -> anyhow::R
                     .mounts
                     .iter()
                     .any(|m| m.name.as_deref() == Some(v.as_str()) || m.destination == *v),
+                "network" => {
+                    let net = match ctr::config_of(c).unwrap_or_default().network {
+                        NetworkMode::None => "none",
+                        NetworkMode::Host => "host",
+                        NetworkMode::Default => "bridge",
+                    };
+                    net == v
+                }
                 "ancestor" => c.image == *v || c.image_id.contains(v.as_str()),
                 "label" => {
                     let cfg = ctr::config_of(c).unwrap_or_default();

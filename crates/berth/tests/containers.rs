@@ -1050,6 +1050,13 @@ fn listing_formats_stats_and_log_windows() {
         ]),
         "later\n"
     );
+    assert_eq!(
+        s.ok(&["ps", "-a", "--filter", "network=bridge", "-q"])
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(s.ok(&["ps", "-a", "--filter", "network=host", "-q"]), "");
     s.ok(&["rm", "later"]);
     // stats: one sample, the container's pids and a memory figure.
     let st = s.ok(&[
