@@ -122,7 +122,7 @@ fn podman(d: &std::path::Path, args: &[&str]) -> Output {
     if !conf.exists() {
         std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
     }
-    Command::new("podman")
+    let out = Command::new("podman")
         .env("CONTAINERS_CONF", &conf)
         .arg("--runtime")
         .arg(env!("CARGO_BIN_EXE_berth-runtime"))
@@ -133,7 +133,16 @@ fn podman(d: &std::path::Path, args: &[&str]) -> Output {
         .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
         .args(args)
         .output()
-        .expect("podman is installed by scripts/setup.sh")
+        .expect("podman is installed by scripts/setup.sh");
+    // podman leaves its (empty) cgroups behind: the host is left as found.
+    if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in dirs.flatten() {
+            let parent = c.path().join("libpod_parent");
+            let _ = std::fs::remove_dir(parent.join("conmon"));
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+    out
 }
 
 fn is_root() -> bool {

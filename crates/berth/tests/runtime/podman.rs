@@ -85,6 +85,15 @@ impl Drop for Podman {
         for m in left {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        // podman leaves its empty cgroups (libpod_parent/conmon) behind;
+        // another test still using them keeps them (rmdir fails).
+        if let Ok(dirs) = fs::read_dir("/sys/fs/cgroup") {
+            for c in dirs.flatten() {
+                let parent = c.path().join("libpod_parent");
+                let _ = fs::remove_dir(parent.join("conmon"));
+                let _ = fs::remove_dir(&parent);
+            }
+        }
     }
 }
 
