@@ -7,74 +7,16 @@
 //! them). Containers, mounts and cgroups go when a test's store is dropped,
 //! also when the test fails.
 
+mod common;
+
+use common::{need_root, text, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn need_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    panic!("this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip it)");
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A store of a test's own, removed (containers first) when dropped.
-struct Store {
-    dir: tempfile::TempDir,
-    run: PathBuf,
-}
-
+/// What these tests add to the shared store.
 impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let run = PathBuf::from(format!(
-            "/run/berth-test-{}",
-            dir.path().file_name().unwrap().to_string_lossy()
-        ));
-        Store { dir, run }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.arg("--root")
-            .arg(self.root())
-            .arg("--run-root")
-            .arg(&self.run)
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run berth")
-    }
-
-    /// Run and expect success; stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "berth {args:?} failed ({:?}): {}{}",
-            o.status.code(),
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
     /// Run and expect exit 1; stderr.
     fn fails(&self, args: &[&str]) -> String {
         let o = self.run(args);
@@ -103,13 +45,6 @@ impl Store {
         let o = child.wait_with_output().unwrap();
         writer.join().unwrap();
         o
-    }
-
-    /// The busybox image, as `busybox:latest`.
-    fn with_busybox(self) -> Store {
-        let tarball = busybox_tarball();
-        self.ok(&["import", tarball.to_str().unwrap(), "busybox:latest"]);
-        self
     }
 
     /// A container's full ID.
@@ -157,79 +92,6 @@ impl Store {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        // Every container goes (monitors, mounts, cgroups), then the dirs.
-        if let Ok(o) = self.cmd(&["ps", "-aq", "--no-trunc"]).output() {
-            for id in text(&o.stdout).split_whitespace() {
-                let _ = self.cmd(&["rm", "-f", id]).output();
-            }
-        }
-        let _ = self.cmd(&["volume", "prune", "-a", "-f"]).output();
-        let _ = std::fs::remove_dir_all(&self.run);
-        // The shared cgroup parent goes once empty (another test still
-        // using it keeps it: rmdir of a busy cgroup fails).
-        if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
-            for d in dirs.flatten() {
-                let _ = std::fs::remove_dir(d.path().join("berth"));
-            }
-        }
-        let _ = std::fs::remove_dir("/sys/fs/cgroup/berth");
-    }
-}
-
-/// A rootfs tarball of Debian's busybox-static, made once per build.
-fn busybox_tarball() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs.tar");
-    if out.exists() {
-        return out;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let r = tmp.path().join("rootfs");
-    for d in [
-        "bin",
-        "etc",
-        "tmp",
-        "root",
-        "proc",
-        "sys",
-        "dev",
-        "home/user",
-    ] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", r.join("bin/busybox")).expect("busybox-static is installed");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for app in text(&list.stdout).split_whitespace() {
-        let p = r.join("bin").join(app);
-        if !p.exists() {
-            std::os::unix::fs::symlink("busybox", p).unwrap();
-        }
-    }
-    std::fs::write(
-        r.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(
-        r.join("etc/group"),
-        "root:x:0:\ntty:x:5:\nusers:x:100:user\nuser:x:1000:\nnogroup:x:65534:\n",
-    )
-    .unwrap();
-    let staged = out.with_extension(format!("tmp{}", std::process::id()));
-    assert!(Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(&r)
-        .arg("-cf")
-        .arg(&staged)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
-    std::fs::rename(&staged, &out).unwrap();
-    out
 }
 
 /// `tar -tv` of an archive, one line per entry.
