@@ -23,7 +23,7 @@ use crate::spec;
 use berth_image::overlay;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -106,6 +106,11 @@ impl Paths {
         self.run_root.join("runtime")
     }
 
+    /// The runtime's state root, to call the runtime library with.
+    pub fn runtime(&self) -> berth_runtime::state::Root {
+        berth_runtime::state::Root::new(self.runtime_root())
+    }
+
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.container_dir(id).join(format!("{id}-json.log"))
     }
@@ -131,11 +136,7 @@ fn now() -> String {
 
 /// A new container ID: 64 random hex digits.
 fn new_id() -> Result<String> {
-    let mut b = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(io("reading", Path::new("/dev/urandom")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::random_hex().map_err(io("reading", Path::new("/dev/urandom")))
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -569,7 +570,7 @@ pub fn refresh(
         _ if !alive => {
             // The monitor died: nobody holds the container any more. Make
             // sure it is gone too, and say so.
-            let root = berth_runtime::state::Root::new(paths.runtime_root());
+            let root = paths.runtime();
             let _ = berth_runtime::kill(&root, &rec.id, libc::SIGKILL, true);
             let _ = berth_runtime::delete(&root, &rec.id, true);
             let _ = overlay::unmount(&paths.rootfs(&rec.id));
@@ -988,7 +989,7 @@ pub fn kill(paths: &Paths, rec: &ContainerRecord, signal: i32) -> Result<()> {
             rec.name, rec.id
         )));
     }
-    let root = berth_runtime::state::Root::new(paths.runtime_root());
+    let root = paths.runtime();
     berth_runtime::kill(&root, &rec.id, signal, false)
         .map_err(|e| ContainerError::Conflict(format!("Cannot kill container: {}: {e}", rec.name)))
 }
@@ -1067,7 +1068,7 @@ pub fn stop(
     let sig = berth_runtime::signal::parse(&sig_name)
         .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let timeout = timeout.or(cfg.stop_timeout).unwrap_or(10);
-    let root = berth_runtime::state::Root::new(paths.runtime_root());
+    let root = paths.runtime();
     if rec.state == state::PAUSED {
         let _ = berth_runtime::resume(&root, &rec.id);
     }
@@ -1161,7 +1162,7 @@ fn remove_container(
             )));
         }
         mark_stopped(paths, &rec.id);
-        let root = berth_runtime::state::Root::new(paths.runtime_root());
+        let root = paths.runtime();
         if rec.state == state::PAUSED {
             let _ = berth_runtime::resume(&root, &rec.id);
         }
@@ -1175,7 +1176,7 @@ fn remove_container(
 }
 
 fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord) -> Result<()> {
-    let root = berth_runtime::state::Root::new(paths.runtime_root());
+    let root = paths.runtime();
     let _ = berth_runtime::delete(&root, &rec.id, true);
     let rootfs = paths.rootfs(&rec.id);
     overlay::unmount(&rootfs).map_err(|e| ContainerError::Conflict(e.to_string()))?;
@@ -1190,10 +1191,6 @@ fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord)
     }
     let _ = std::fs::remove_dir_all(paths.run_dir(&rec.id));
     Ok(())
-}
-
-fn runtime_root(paths: &Paths) -> berth_runtime::state::Root {
-    berth_runtime::state::Root::new(paths.runtime_root())
 }
 
 /// `pause`: freeze every process of a running container.
@@ -1214,7 +1211,7 @@ pub fn pause(images: &mut ImageStore, paths: &Paths, mut rec: ContainerRecord) -
             )))
         }
     }
-    berth_runtime::pause(&runtime_root(paths), &rec.id)
+    berth_runtime::pause(&paths.runtime(), &rec.id)
         .map_err(|e| ContainerError::Conflict(e.to_string()))?;
     rec.state = state::PAUSED.into();
     images.db.update_container(&rec)?;
@@ -1230,7 +1227,7 @@ pub fn unpause(images: &mut ImageStore, paths: &Paths, mut rec: ContainerRecord)
             rec.id
         )));
     }
-    berth_runtime::resume(&runtime_root(paths), &rec.id)
+    berth_runtime::resume(&paths.runtime(), &rec.id)
         .map_err(|e| ContainerError::Conflict(e.to_string()))?;
     rec.state = state::RUNNING.into();
     images.db.update_container(&rec)?;
@@ -1272,7 +1269,7 @@ pub fn pids(paths: &Paths, rec: &ContainerRecord) -> Result<Vec<i32>> {
             rec.id
         )));
     }
-    berth_runtime::pids(&runtime_root(paths), &rec.id)
+    berth_runtime::pids(&paths.runtime(), &rec.id)
         .map_err(|e| ContainerError::Conflict(e.to_string()))
 }
 
@@ -1323,7 +1320,7 @@ pub fn update(
     if matches!(rec.state.as_str(), state::RUNNING | state::PAUSED) {
         let res: oci_spec::runtime::LinuxResources = serde_json::from_value(limits)
             .map_err(|e| ContainerError::Invalid(format!("resources: {e}")))?;
-        berth_runtime::update(&runtime_root(paths), &rec.id, &res).map_err(|e| {
+        berth_runtime::update(&paths.runtime(), &rec.id, &res).map_err(|e| {
             ContainerError::Conflict(format!("Cannot update container {}: {e}", rec.id))
         })?;
     }

@@ -23,3 +23,11 @@ pub mod volumes;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord};
 pub use images::{ImageError, ImageStore, NewImage, NewLayer, Removal};
+
+/// 64 random hex digits (container IDs, anonymous volume names), from the
+/// kernel's random pool.
+pub(crate) fn random_hex() -> std::io::Result<String> {
+    let mut b = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}

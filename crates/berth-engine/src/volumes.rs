@@ -73,14 +73,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 fn random_name() -> Result<String> {
-    let mut b = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom")
-            .map_err(io("opening", Path::new("/dev/urandom")))?,
-        &mut b,
-    )
-    .map_err(io("reading", Path::new("/dev/urandom")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::random_hex().map_err(io("reading", Path::new("/dev/urandom")))
 }
 
 fn now() -> String {

@@ -938,7 +938,7 @@ pub struct PsOptions<'a> {
 }
 
 /// The apparent size of the files under `dir` (not following symlinks).
-fn tree_size(dir: &std::path::Path) -> u64 {
+pub fn tree_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -1002,7 +1002,7 @@ fn ps_row(
         "Image": c.image,
         "Command": command,
         "CreatedAt": c.created,
-        "RunningFor": format!("{} ago", ago(&c.created)),
+        "RunningFor": format!("{} ago", since(&c.created)),
         "Ports": "",
         "State": c.state,
         "Status": status_text(c),
@@ -1116,48 +1116,23 @@ pub fn ps(store: &mut ImageStore, paths: &Paths, o: &PsOptions<'_>) -> anyhow::R
     Ok(0)
 }
 
-fn secs_since(rfc: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(rfc).ok()?;
-    std::time::SystemTime::now()
-        .duration_since(t)
+/// How long ago an RFC 3339 time was, as Docker words it ("5 minutes").
+fn since(rfc: &str) -> String {
+    let d = humantime::parse_rfc3339_weak(rfc)
         .ok()
-        .map(|d| d.as_secs())
-}
-
-fn ago(rfc: &str) -> String {
-    crate::human::duration(std::time::Duration::from_secs(secs_since(rfc).unwrap_or(0)))
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    crate::human::duration(d)
 }
 
 /// Docker's STATUS column.
 fn status_text(c: &ContainerRecord) -> String {
     match c.state.as_str() {
-        state::RUNNING => format!(
-            "Up {}",
-            crate::human::duration(std::time::Duration::from_secs(
-                secs_since(&c.started_at).unwrap_or(0)
-            ))
-        ),
-        state::PAUSED => format!(
-            "Up {} (Paused)",
-            crate::human::duration(std::time::Duration::from_secs(
-                secs_since(&c.started_at).unwrap_or(0)
-            ))
-        ),
-        state::RESTARTING => format!(
-            "Restarting ({}) {} ago",
-            c.exit_code,
-            crate::human::duration(std::time::Duration::from_secs(
-                secs_since(&c.finished_at).unwrap_or(0)
-            ))
-        ),
+        state::RUNNING => format!("Up {}", since(&c.started_at)),
+        state::PAUSED => format!("Up {} (Paused)", since(&c.started_at)),
+        state::RESTARTING => format!("Restarting ({}) {} ago", c.exit_code, since(&c.finished_at)),
         state::EXITED if c.started_at.is_empty() => "Created".into(),
-        state::EXITED => format!(
-            "Exited ({}) {} ago",
-            c.exit_code,
-            crate::human::duration(std::time::Duration::from_secs(
-                secs_since(&c.finished_at).unwrap_or(0)
-            ))
-        ),
+        state::EXITED => format!("Exited ({}) {} ago", c.exit_code, since(&c.finished_at)),
         state::CREATED => "Created".into(),
         other => other.to_string(),
     }
@@ -1445,7 +1420,7 @@ pub fn exec(store: &mut ImageStore, paths: &Paths, a: &ExecArgs) -> i32 {
                 ContainerError::Conflict(format!("container {} is not running", rec.id)).into(),
             );
         }
-        let root = berth_runtime::state::Root::new(paths.runtime_root());
+        let root = paths.runtime();
         let spec = berth_runtime::saved_config(&root, &rec.id)?;
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(a.command.clone()));
@@ -1619,18 +1594,6 @@ pub fn prune(store: &mut ImageStore, paths: &Paths, force: bool) -> anyhow::Resu
     Ok(0)
 }
 
-/// Total host memory, bytes (the limit shown for containers without one).
-fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// `stats`: one table of the containers' resource use; with `stream`,
 /// redrawn every second until interrupted.
 pub fn stats(
@@ -1642,8 +1605,8 @@ pub fn stats(
     format: Option<&str>,
 ) -> anyhow::Result<i32> {
     use std::time::{Duration, Instant};
-    let root = berth_runtime::state::Root::new(paths.runtime_root());
-    let total_mem = host_memory();
+    let root = paths.runtime();
+    let total_mem = crate::system_cli::mem_total();
     let pick = |store: &mut ImageStore| -> anyhow::Result<Vec<ContainerRecord>> {
         if names.is_empty() {
             Ok(ctr::list(store, paths)?

@@ -738,7 +738,7 @@ impl Monitor {
         let kind = if is_err { Kind::Stderr } else { Kind::Stdout };
         let f = proto::frame(kind, data);
         self.clients
-            .retain_mut(|c| !c.streaming || write_all_blocking(&mut c.stream, &f));
+            .retain_mut(|c| !c.streaming || write_bounded(&c.stream, &f));
     }
 
     fn close_stream(&mut self, is_err: bool) {
@@ -784,11 +784,7 @@ impl Monitor {
             match kind {
                 Kind::Stdin => {
                     if let Some(fd) = &self.stdio.input {
-                        let mut f = File::from(match fd.try_clone() {
-                            Ok(f) => f,
-                            Err(_) => continue,
-                        });
-                        let _ = write_all_fd(&mut f, &payload);
+                        write_bounded(fd, &payload);
                     }
                 }
                 Kind::StdinEof if !self.args.tty => self.stdio.input = None,
@@ -812,50 +808,31 @@ impl Monitor {
 
     fn send_exit(&mut self, code: i32, oom: bool) {
         let f = proto::frame(Kind::Exit, &proto::exit_payload(code, oom));
-        self.clients
-            .retain_mut(|c| write_all_blocking(&mut c.stream, &f));
+        self.clients.retain_mut(|c| write_bounded(&c.stream, &f));
     }
 }
 
-/// Write a whole frame to a non-blocking client, waiting while its buffer
-/// is full (bounded: a client that reads nothing for 5 s is dropped).
-fn write_all_blocking(s: &mut UnixStream, mut data: &[u8]) -> bool {
+/// Write all of `data` to a non-blocking descriptor (a client, or the
+/// container's stdin), waiting while it is full, for 5 s at most; false
+/// when it could not all be written (the reader is gone or stuck).
+fn write_bounded(fd: impl AsFd, mut data: &[u8]) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !data.is_empty() {
-        match s.write(data) {
+        match nix::unistd::write(&fd, data) {
             Ok(0) => return false,
             Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(nix::errno::Errno::EAGAIN) => {
                 if Instant::now() >= deadline {
                     return false;
                 }
-                let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
                 let _ = poll(&mut fds, PollTimeout::from(100u16));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return false,
         }
     }
     true
-}
-
-fn write_all_fd(f: &mut File, mut data: &[u8]) -> std::io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !data.is_empty() {
-        match f.write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(e);
-                }
-                let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLOUT)];
-                let _ = poll(&mut fds, PollTimeout::from(100u16));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Whether the peer of a socket is still there.

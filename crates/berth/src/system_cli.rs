@@ -33,7 +33,8 @@ fn os_name() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-fn mem_total() -> u64 {
+/// Total host memory, bytes.
+pub fn mem_total() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -103,24 +104,6 @@ pub fn info(store: &mut ImageStore, paths: &Paths, format: Option<&str>) -> anyh
     Ok(0)
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.path().symlink_metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) if m.is_file() => total += m.len(),
-                _ => {}
-            }
-        }
-    }
-    total
-}
-
 /// `system df`: images, containers and volumes: how many, how many in use,
 /// their size and what could be reclaimed.
 pub fn df(store: &mut ImageStore, paths: &Paths) -> anyhow::Result<i32> {
@@ -145,7 +128,10 @@ pub fn df(store: &mut ImageStore, paths: &Paths) -> anyhow::Result<i32> {
                 c.state.as_str(),
                 state::RUNNING | state::PAUSED | state::RESTARTING
             );
-            (live, dir_size(&paths.container_dir(&c.id).join("upper")))
+            (
+                live,
+                crate::containers_cli::tree_size(&paths.container_dir(&c.id).join("upper")),
+            )
         })
         .collect();
     let ctr_size: u64 = ctr_sizes.iter().map(|(_, s)| s).sum();
@@ -156,7 +142,10 @@ pub fn df(store: &mut ImageStore, paths: &Paths) -> anyhow::Result<i32> {
     let mut vol_active = 0;
     let mut vol_reclaim = 0;
     for v in &volumes {
-        let size = dir_size(&berth_engine::volumes::data_dir(store.root(), &v.name));
+        let size = crate::containers_cli::tree_size(&berth_engine::volumes::data_dir(
+            store.root(),
+            &v.name,
+        ));
         vol_size += size;
         if store.db.volume_users(&v.name)?.is_empty() {
             vol_reclaim += size;
