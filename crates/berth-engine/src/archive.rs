@@ -305,7 +305,7 @@ pub fn load(store: &mut ImageStore, input: impl Read) -> Result<Vec<Loaded>> {
         let name = path.to_string_lossy().into_owned();
         let claimed = claimed_digest(&name)?;
         let mut head = vec![0u8; 512];
-        let n = read_full(&mut entry, &mut head).map_err(io)?;
+        let n = layer::read_full(&mut entry, &mut head).map_err(io)?;
         head.truncate(n);
         let known = known_layer(store, claimed.as_ref(), &pool)?;
         let p = plan(&name, &head, known);
@@ -314,19 +314,6 @@ pub fn load(store: &mut ImageStore, input: impl Read) -> Result<Vec<Loaded>> {
         record(&mut m, &mut pool, path, t);
     }
     finish(store, &m, &mut pool)
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Read an archive file into the store. An uncompressed archive in a

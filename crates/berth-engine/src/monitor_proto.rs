@@ -235,18 +235,6 @@ pub fn parse_exit(p: &[u8]) -> Option<(i32, bool)> {
     Some((i32::from_be_bytes([p[0], p[1], p[2], p[3]]), p[4] != 0))
 }
 
-/// Docker's exit code for a container process that could not be started,
-/// from the runtime's message: 127 not found, 126 cannot invoke, else 125.
-pub fn start_failure_code(msg: &str) -> i32 {
-    if msg.contains("not found") || msg.contains("no such file") {
-        127
-    } else if msg.contains("permission denied") {
-        126
-    } else {
-        125
-    }
-}
-
 /// One line of Docker's json-file log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {

@@ -63,6 +63,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The shell's exit code for a process that could not be started:
+    /// 127 when its program is not found, 126 when it cannot be invoked;
+    /// `None` for any other failure.
+    pub fn exec_failure_code(&self) -> Option<i32> {
+        match self {
+            Error::Init(m) if m.contains("not found") => Some(127),
+            Error::Init(m) if m.contains("permission denied") => Some(126),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidId { .. }

@@ -122,11 +122,7 @@ pub fn child_main(mut plan: InitPlan, mut chan: Channel) -> ! {
         let line = format!("berth: {msg}\n");
         let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
     }
-    berth_sys::process::exit_now(match &err {
-        Error::Init(m) if m.contains("not found") => 127,
-        Error::Init(m) if m.contains("permission denied") => 126,
-        _ => 1,
-    })
+    berth_sys::process::exit_now(err.exec_failure_code().unwrap_or(1))
 }
 
 enum Never {}

@@ -1470,9 +1470,10 @@ pub fn exec(store: &mut ImageStore, paths: &Paths, a: &ExecArgs) -> i32 {
             berth_sys::fd::dup_onto(s.as_fd(), 0)?;
         }
         let execed = execed.map_err(|e| {
-            let msg = e.to_string();
-            let code = proto::start_failure_code(&msg);
-            anyhow::Error::new(ContainerError::Start { code, msg })
+            anyhow::Error::new(ContainerError::Start {
+                code: e.exec_failure_code().unwrap_or(125),
+                msg: e.to_string(),
+            })
         })?;
         if a.detach {
             return Ok(0);

@@ -454,11 +454,7 @@ impl Monitor {
         drop(saved);
         drop(child_stdio);
         drop(opts);
-        let created = created.map_err(|e| {
-            let msg = e.to_string();
-            let code = proto::start_failure_code(&msg);
-            (code, msg)
-        })?;
+        let created = created.map_err(|e| (e.exec_failure_code().unwrap_or(125), e.to_string()))?;
         let mut stdio = ours;
         if let Some((mine, theirs)) = console {
             drop(theirs);

@@ -25,7 +25,7 @@ pub(super) fn sniff(head: &[u8]) -> Compression {
 }
 
 /// Read up to `buf.len()` bytes, fewer only at end of stream.
-pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -63,6 +63,7 @@ mod diff;
 pub mod split;
 
 pub use apply::apply;
+pub use compress::read_full;
 pub use diff::diff;
 
 use crate::digest::Digest;
