@@ -1245,3 +1245,120 @@ fn security_and_resource_flags_reach_the_container() {
     s.ok(&["stop", "sig"]);
     assert!(s.ok(&["logs", "sig"]).contains("got-usr1"));
 }
+
+#[test]
+fn follow_restart_attach_on_start_and_more_flags() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    // --env-file, --mount of each kind, kill -s.
+    let envf = s.root().join("env");
+    std::fs::write(&envf, "# comment\nFROM_FILE=yes\n").unwrap();
+    let host = s.root().join("m");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("f"), "bound\n").unwrap();
+    let bind = format!("type=bind,source={},target=/b,readonly", host.display());
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--env-file",
+        envf.to_str().unwrap(),
+        "--mount",
+        &bind,
+        "--mount",
+        "type=tmpfs,target=/t",
+        "--mount",
+        "type=volume,source=mv,target=/v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $FROM_FILE; cat /b/f; grep -c ' /t tmpfs' /proc/mounts; touch /v/x && echo vol",
+    ]);
+    assert_eq!(out, "yes\nbound\n1\nvol\n");
+    // logs -f follows until the container ends.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fol",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo n$i; sleep 0.2; done",
+    ]);
+    assert_eq!(s.ok(&["logs", "-f", "fol"]), "n1\nn2\nn3\n");
+    // start -a streams a stopped container's output and returns its code.
+    s.ok(&[
+        "create",
+        "--name",
+        "sa",
+        "busybox",
+        "sh",
+        "-c",
+        "echo again; exit 4",
+    ]);
+    let o = s.run(&["start", "-a", "sa"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(text(&o.stdout), "again\n");
+    // kill -s delivers the named signal; restart starts it again.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rst",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo hup' HUP; while :; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    s.ok(&["kill", "-s", "HUP", "rst"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.ok(&["logs", "rst"]).contains("hup") {
+        assert!(Instant::now() < deadline, "no HUP seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = s.ok(&["inspect", "-f", "{{.State.StartedAt}}", "rst"]);
+    s.ok(&["restart", "-t", "1", "rst"]);
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.Status}}", "rst"]),
+        "running\n"
+    );
+    assert_ne!(
+        s.ok(&["inspect", "-f", "{{.State.StartedAt}}", "rst"]),
+        before
+    );
+    // --restart always restarts an exit, but not a stop.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "al",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2; exit 1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: u32 = s
+            .ok(&["inspect", "-f", "{{.RestartCount}}", "al"])
+            .trim()
+            .parse()
+            .unwrap();
+        if n >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never restarted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.ok(&["stop", "-t", "1", "al"]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.Status}}", "al"]),
+        "exited\n"
+    );
+}
