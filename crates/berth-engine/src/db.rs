@@ -8,6 +8,7 @@
 //! point leaves either the old or the new state.
 
 use berth_image::digest::Digest;
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -199,6 +200,17 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        // Every berth command is a short process and usually the only
+        // connection, so SQLite's default close (checkpoint, fsync the
+        // database, delete the WAL; the next open re-creates it and fsyncs
+        // its header and the directory) cost several fsyncs per command.
+        // The WAL stays instead and is checkpointed by whichever commit
+        // finds it over 128 pages (512 KiB), which also bounds what an open
+        // reads to rebuild the WAL index.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 128)
             .map_err(err)?;
         let mut db = Db { conn, path };
         db.migrate()?;
