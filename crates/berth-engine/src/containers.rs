@@ -666,7 +666,12 @@ pub fn start(
         .map(|cid| images.layers.diff_dir(cid))
         .collect();
     let _ = overlay::unmount(&rootfs);
-    let plan = overlay::plan(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs);
+    let mut plan = overlay::plan(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs);
+    if cfg.auto_remove {
+        // Its writable layer goes with it: no need for the sync of the
+        // whole upper filesystem that unmounting it would otherwise do.
+        plan = plan.volatile();
+    }
     overlay::apply(&plan).map_err(|e| ContainerError::Start {
         code: 125,
         msg: e.to_string(),

@@ -158,6 +158,12 @@ pub struct UpperDirs {
     pub upper: PathBuf,
     /// overlayfs's scratch dir: empty, on the same filesystem as `upper`.
     pub work: PathBuf,
+    /// Mount with `volatile`: overlayfs skips every sync of the upper
+    /// filesystem, the one at unmount included (which otherwise syncs the
+    /// whole filesystem the upper dir is on). Only for a writable layer
+    /// that is thrown away with its container (`--rm`): after a crash its
+    /// content may be incomplete.
+    pub volatile: bool,
 }
 
 /// What to mount on the target.
@@ -181,6 +187,14 @@ pub struct OverlayPlan {
 }
 
 impl OverlayPlan {
+    /// The same plan with a volatile upper dir (see [`UpperDirs::volatile`]).
+    pub fn volatile(mut self) -> OverlayPlan {
+        if let PlannedMount::Overlay { upper: Some(u), .. } = &mut self.mount {
+            u.volatile = true;
+        }
+        self
+    }
+
     /// The same plan, mounted with the given kernel interface.
     pub fn with_api(mut self, api: MountApi) -> OverlayPlan {
         self.api = api;
@@ -210,6 +224,7 @@ pub fn plan(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Ove
             upper: Some(UpperDirs {
                 upper: upper.to_path_buf(),
                 work: work.to_path_buf(),
+                volatile: false,
             }),
         }
     };
@@ -258,6 +273,9 @@ pub fn apply(plan: &OverlayPlan) -> Result<()> {
         }
         PlannedMount::Overlay { lowers, upper } => {
             check(lowers, upper.as_ref(), target)?;
+            if let Some(u) = upper {
+                clear_volatile_mark(&u.work)?;
+            }
             let new_api = match plan.api {
                 MountApi::New => true,
                 MountApi::Legacy => false,
@@ -564,6 +582,10 @@ fn mount_new(lowers: &[PathBuf], upper: Option<&UpperDirs>, target: &Path) -> Re
         // are shared between containers, so it stays off.
         ctx.set_string("index", OsStr::new("off"))
             .map_err(|e| mount_err(target, "option index=off", e, ctx.messages()))?;
+        if u.volatile {
+            ctx.set_flag("volatile")
+                .map_err(|e| mount_err(target, "option volatile", e, ctx.messages()))?;
+        }
     }
     ctx.create()
         .map_err(|e| mount_err(target, "creating the overlay", e, ctx.messages()))?;
@@ -597,7 +619,7 @@ fn needs_escape(p: &Path) -> bool {
         .any(|b| matches!(b, b':' | b',' | b'\\'))
 }
 
-fn options(lowers: &[&[u8]], upper: Option<(&[u8], &[u8])>) -> Vec<u8> {
+fn options(lowers: &[&[u8]], upper: Option<(&[u8], &[u8], bool)>) -> Vec<u8> {
     let mut data = b"lowerdir=".to_vec();
     for (i, l) in lowers.iter().enumerate() {
         if i > 0 {
@@ -605,12 +627,15 @@ fn options(lowers: &[&[u8]], upper: Option<(&[u8], &[u8])>) -> Vec<u8> {
         }
         data.extend_from_slice(l);
     }
-    if let Some((u, w)) = upper {
+    if let Some((u, w, volatile)) = upper {
         data.extend_from_slice(b",upperdir=");
         data.extend_from_slice(u);
         data.extend_from_slice(b",workdir=");
         data.extend_from_slice(w);
         data.extend_from_slice(b",index=off");
+        if volatile {
+            data.extend_from_slice(b",volatile");
+        }
     }
     data
 }
@@ -635,6 +660,7 @@ fn legacy_data(
                 (
                     u.upper.as_os_str().as_bytes(),
                     u.work.as_os_str().as_bytes(),
+                    u.volatile,
                 )
             }),
         );
@@ -644,7 +670,7 @@ fn legacy_data(
     }
     let names: Vec<String> = (0..lowers.len()).map(|i| i.to_string()).collect();
     let ls: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-    let data = options(&ls, upper.map(|_| (&b"u"[..], &b"w"[..])));
+    let data = options(&ls, upper.map(|u| (&b"u"[..], &b"w"[..], u.volatile)));
     if data.len() <= max {
         Ok(LegacyData::Links(data))
     } else {
@@ -711,6 +737,24 @@ fn mount_legacy(lowers: &[PathBuf], upper: Option<&UpperDirs>, target: &Path) ->
                 )),
             }
         }
+    }
+}
+
+/// A volatile mount leaves `work/work/incompat/volatile` behind, and
+/// overlayfs refuses every later mount of that upper dir while it exists
+/// (its content may be incomplete after a crash). berth mounts upper dirs
+/// volatile only when the container is thrown away afterwards, so a mark
+/// still there means the same container is mounted again (a crash before
+/// its removal, or `cp` into it meanwhile): clear it.
+fn clear_volatile_mark(work: &Path) -> Result<()> {
+    let mark = work.join("work/incompat/volatile");
+    match fs::remove_dir_all(&mark) {
+        Ok(()) => {
+            tracing::debug!(mark = %mark.display(), "cleared a volatile mark");
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(mount_err(&mark, "clearing the volatile mark", e, vec![])),
     }
 }
 
@@ -786,7 +830,8 @@ mod tests {
                 lowers: lowers.clone(),
                 upper: Some(UpperDirs {
                     upper: p("/c/upper"),
-                    work: p("/c/work")
+                    work: p("/c/work"),
+                    volatile: false,
                 }),
             }
         );
@@ -822,6 +867,7 @@ mod tests {
         let upper = UpperDirs {
             upper: p("/c/u"),
             work: p("/c/w"),
+            volatile: false,
         };
         let lowers = vec![p("/l/b"), p("/l/a")];
         assert_eq!(
@@ -833,6 +879,16 @@ mod tests {
         assert_eq!(
             legacy_data(&lowers, None, 4095),
             Ok(LegacyData::Direct(b"lowerdir=/l/b:/l/a".to_vec()))
+        );
+        let volatile = UpperDirs {
+            volatile: true,
+            ..upper.clone()
+        };
+        assert_eq!(
+            legacy_data(&lowers, Some(&volatile), 4095),
+            Ok(LegacyData::Direct(
+                b"lowerdir=/l/b:/l/a,upperdir=/c/u,workdir=/c/w,index=off,volatile".to_vec()
+            ))
         );
         // Too long with absolute paths: short links.
         assert_eq!(
@@ -1075,6 +1131,55 @@ mod tests {
     #[test]
     fn three_layers_mount2() {
         rw_three_layers(MountApi::Legacy);
+    }
+
+    fn volatile_remount(api: MountApi) {
+        if !root() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let lowers = three_layers(t.path());
+        let [upper, work, merged]: [PathBuf; 3] = mkdirs(t.path(), &["upper", "work", "merged"])
+            .try_into()
+            .unwrap();
+        let plan = plan(&lowers, &upper, &work, &merged).with_api(api);
+        let guard = Mounted::apply(&plan.clone().volatile());
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.split(' ').nth(4) == merged.to_str())
+            .unwrap();
+        assert!(line.contains("volatile"), "{line}");
+        fs::write(merged.join("new"), "container").unwrap();
+        unmount(&merged).unwrap();
+        drop(guard);
+        assert!(
+            work.join("work/incompat/volatile").is_dir(),
+            "overlayfs marks the work dir"
+        );
+        // The same upper dir mounts again, volatile or not: the mark goes.
+        for again in [plan.clone().volatile(), plan.clone()] {
+            let guard = Mounted::apply(&again);
+            assert_eq!(read(&merged.join("new")), "container");
+            check_three_layer_view_but_new(&merged);
+            unmount(&merged).unwrap();
+            drop(guard);
+        }
+    }
+
+    fn check_three_layer_view_but_new(m: &Path) {
+        assert_eq!(read(&m.join("a")), "l2");
+        assert!(!m.join("gone").exists());
+    }
+
+    #[test]
+    fn volatile_upper_new_api() {
+        volatile_remount(MountApi::New);
+    }
+
+    #[test]
+    fn volatile_upper_mount2() {
+        volatile_remount(MountApi::Legacy);
     }
 
     fn ro_three_layers(api: MountApi) {
