@@ -267,25 +267,71 @@ pub fn trim_heap() {
     }
 }
 
-/// Drop this process's page-table entries for its executable code
-/// mappings (`r-xp` file mappings: never written, so nothing is lost):
-/// code that ran once at start-up stops counting in its resident set, and
-/// what runs later faults back in from the page cache. For long-lived
-/// processes after their start-up work.
-pub fn drop_code_pages() -> io::Result<usize> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
+/// Drop page-table entries this process needed only to start, for a
+/// long-lived process after its start-up work (what it touches later
+/// faults back in):
+///
+/// - file mappings that are private, not writable and hold no copied
+///   (anonymous) page — code, read-only data, relocation tables — whose
+///   pages always equal the file's, so MADV_DONTNEED loses nothing;
+/// - the main thread's stack below the caller's frame less a margin:
+///   nothing lives there, and it comes back as zero pages if used.
+///
+/// Returns the bytes of address space dropped.
+pub fn drop_startup_pages() -> io::Result<usize> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut dropped = 0usize;
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
+    for vma in parse_smaps(&smaps) {
+        let droppable = vma.file_backed
+            && vma.perms.starts_with('r')
+            && !vma.perms.contains('w')
+            && vma.perms.ends_with('p')
+            && vma.anonymous_kb == 0;
+        if droppable && advise_dontneed(vma.start, vma.end) {
+            dropped += vma.end - vma.start;
+        }
+    }
+    // The stack: everything more than 64 KiB below this frame.
+    let here = &dropped as *const usize as usize;
+    let page = 4096usize;
+    let limit = (here.saturating_sub(64 << 10)) & !(page - 1);
+    if let Some(stack) = parse_smaps(&smaps).find(|v| v.name == "[stack]") {
+        if stack.start < limit && limit <= stack.end && advise_dontneed(stack.start, limit) {
+            dropped += limit - stack.start;
+        }
+    }
+    Ok(dropped)
+}
+
+fn advise_dontneed(start: usize, end: usize) -> bool {
+    // SAFETY: [start, end) is a whole mapping of this process taken from
+    // /proc/self/smaps (or its stack below the live frames). For a private
+    // file mapping without anonymous pages MADV_DONTNEED only drops
+    // page-table entries and the next access reads the same bytes from the
+    // file; for the dead part of the stack the next access gets zero pages,
+    // and nothing there is live.
+    unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) == 0 }
+}
+
+/// One mapping of /proc/self/smaps.
+#[derive(Debug, PartialEq, Eq)]
+struct Vma<'a> {
+    start: usize,
+    end: usize,
+    perms: &'a str,
+    name: &'a str,
+    file_backed: bool,
+    anonymous_kb: u64,
+}
+
+fn parse_smaps(text: &str) -> impl Iterator<Item = Vma<'_>> {
+    let mut lines = text.lines().peekable();
+    std::iter::from_fn(move || loop {
+        let header = lines.next()?;
+        let mut f = header.split_whitespace();
         let (Some(range), Some(perms)) = (f.next(), f.next()) else {
             continue;
         };
-        // Only private, executable, not writable, file-backed mappings:
-        // their pages always equal the file's.
-        let path = line.split_whitespace().nth(5).unwrap_or("");
-        if perms != "r-xp" || path.is_empty() || path.starts_with('[') {
-            continue;
-        }
         let Some((a, b)) = range.split_once('-') else {
             continue;
         };
@@ -293,15 +339,96 @@ pub fn drop_code_pages() -> io::Result<usize> {
         else {
             continue;
         };
-        // SAFETY: the range is a whole code mapping of this process (from
-        // /proc/self/maps); MADV_DONTNEED on a private file mapping that was
-        // never written only drops page-table entries, and the next access
-        // reads the same bytes from the file again.
-        let rc =
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        if rc == 0 {
-            dropped += end - start;
+        let inode = f.nth(2).unwrap_or("0");
+        let name = f.next().unwrap_or("");
+        let mut anonymous_kb = 0;
+        // The mapping's fields run up to the next header (a line whose
+        // first word is an address range).
+        while let Some(l) = lines.peek() {
+            let first = l.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("Anonymous:") {
+                anonymous_kb = v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(u64::MAX);
+            }
+            lines.next();
         }
+        return Some(Vma {
+            start,
+            end,
+            perms,
+            name,
+            file_backed: inode != "0",
+            anonymous_kb,
+        });
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMAPS: &str = "\
+55d0c0000000-55d0c0010000 r--p 00000000 fe:00 1234 /usr/bin/x
+Size:                 64 kB
+Anonymous:             0 kB
+AnonHugePages:         0 kB
+VmFlags: rd mr mw me
+55d0c0010000-55d0c0020000 r--p 00010000 fe:00 1234 /usr/bin/x
+Size:                 64 kB
+Anonymous:             8 kB
+VmFlags: rd mr mw me ac
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+Size:                132 kB
+Anonymous:            24 kB
+VmFlags: rd wr mr mw me gd ac
+7ffd00100000-7ffd00102000 r-xp 00000000 00:00 0 [vdso]
+Anonymous:             0 kB
+";
+
+    #[test]
+    fn smaps_mappings() {
+        let v: Vec<Vma> = parse_smaps(SMAPS).collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(
+            v[0],
+            Vma {
+                start: 0x55d0c0000000,
+                end: 0x55d0c0010000,
+                perms: "r--p",
+                name: "/usr/bin/x",
+                file_backed: true,
+                anonymous_kb: 0,
+            }
+        );
+        assert_eq!(v[1].anonymous_kb, 8, "copied pages keep a mapping");
+        assert_eq!((v[2].name, v[2].file_backed), ("[stack]", false));
+        assert_eq!((v[3].name, v[3].file_backed), ("[vdso]", false));
     }
-    Ok(dropped)
+
+    #[test]
+    fn dropping_startup_pages_keeps_the_process_working() {
+        let table: Vec<String> = (0..1000).map(|i| format!("{i:04}")).collect();
+        let dropped = drop_startup_pages().unwrap();
+        assert!(dropped > 0);
+        // Code, read-only data and the heap still work afterwards.
+        assert_eq!(table[999], "0999");
+        assert_eq!(format!("{:?}", Some(1)), "Some(1)");
+        let deep = fn_recursion(200);
+        assert_eq!(deep, 200);
+    }
+
+    fn fn_recursion(n: u32) -> u32 {
+        let pad = [n as u8; 256];
+        if n == 0 {
+            return u32::from(pad[0]);
+        }
+        1 + fn_recursion(n - 1) + u32::from(pad[255]) - u32::from(pad[0])
+    }
 }

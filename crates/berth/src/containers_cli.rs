@@ -577,7 +577,7 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
         println!("{}", started.record.id);
         return 0;
     }
-    let Some(conn) = started.attach else {
+    let Some(mut conn) = started.attach else {
         return 0;
     };
     let keys = match parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q")) {
@@ -587,7 +587,7 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
             return 125;
         }
     };
-    let code = match attach_session_keys(conn, &a.create, a.sig_proxy, true, Some(&keys)) {
+    let code = match attach_session_keys(&mut conn, &a.create, a.sig_proxy, true, Some(&keys)) {
         Ok(Some(c)) => c,
         // Detached: the container runs on (and a --rm one is removed by
         // its monitor when it exits).
@@ -598,13 +598,16 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
         }
     };
     // Record the exit now (the monitor has written it), and for --rm
-    // remove the container ourselves.
+    // remove the container ourselves. The connection stays open until
+    // then: the monitor removes it only if we hang up without having done
+    // so.
     let id = started.record.id.clone();
     if let Ok(rec) = ctr::wait_stopped(store, paths, &id, Some(std::time::Duration::from_secs(5))) {
         if a.create.rm {
             let _ = ctr::remove_with_volumes(store, paths, rec, true, true);
         }
     }
+    drop(conn);
     code
 }
 
@@ -645,11 +648,12 @@ fn attach_session(
     sig_proxy: bool,
     claim_removal: bool,
 ) -> anyhow::Result<i32> {
-    Ok(attach_session_keys(conn, a, sig_proxy, claim_removal, None)?.unwrap_or(0))
+    let mut conn = conn;
+    Ok(attach_session_keys(&mut conn, a, sig_proxy, claim_removal, None)?.unwrap_or(0))
 }
 
 fn attach_session_keys(
-    mut conn: UnixStream,
+    conn: &mut UnixStream,
     a: &CreateArgs,
     sig_proxy: bool,
     claim_removal: bool,
@@ -660,9 +664,9 @@ fn attach_session_keys(
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     // The monitor may be done already (a container that exits at once):
     // what it sent is still there to read, so failed writes are ignored.
-    let _ = proto::write_frame(&mut conn, Kind::Stream, &[]);
+    let _ = proto::write_frame(conn, Kind::Stream, &[]);
     if claim_removal && a.rm {
-        let _ = proto::write_frame(&mut conn, Kind::ClaimRemoval, &[]);
+        let _ = proto::write_frame(conn, Kind::ClaimRemoval, &[]);
     }
     let mut set = SigSet::empty();
     for s in [
@@ -682,7 +686,7 @@ fn attach_session_keys(
     let tty_in = a.tty && std::io::IsTerminal::is_terminal(&stdin);
     let _raw = if tty_in { RawTerminal::enter() } else { None };
     if tty_in {
-        send_size(&mut conn);
+        send_size(conn);
     }
     let mut stdin_open = a.interactive;
     let mut matched = 0usize;
@@ -713,9 +717,9 @@ fn attach_session_keys(
             while let Ok(Some(info)) = sfd.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == libc::SIGWINCH {
-                    send_size(&mut conn);
+                    send_size(conn);
                 } else if sig_proxy {
-                    let _ = proto::write_frame(&mut conn, Kind::Signal, &sig.to_be_bytes());
+                    let _ = proto::write_frame(conn, Kind::Signal, &sig.to_be_bytes());
                 }
             }
         }
@@ -731,7 +735,7 @@ fn attach_session_keys(
                         matched += 1;
                         if matched == keys.len() {
                             if !forward.is_empty() {
-                                let _ = proto::write_frame(&mut conn, Kind::Stdin, &forward);
+                                let _ = proto::write_frame(conn, Kind::Stdin, &forward);
                             }
                             return Ok(None);
                         }
@@ -746,18 +750,18 @@ fn attach_session_keys(
             }
             let sent = if n == 0 {
                 stdin_open = false;
-                proto::write_frame(&mut conn, Kind::StdinEof, &[])
+                proto::write_frame(conn, Kind::StdinEof, &[])
             } else if data.is_empty() {
                 Ok(())
             } else {
-                proto::write_frame(&mut conn, Kind::Stdin, data)
+                proto::write_frame(conn, Kind::Stdin, data)
             };
             if sent.is_err() {
                 stdin_open = false;
             }
         }
         if !re[0].is_empty() {
-            let n = std::io::Read::read(&mut conn, &mut buf)?;
+            let n = std::io::Read::read(conn, &mut buf)?;
             if n == 0 {
                 // The monitor went away without an exit frame.
                 return Ok(Some(125));
@@ -1564,7 +1568,8 @@ pub fn attach(
         let conn = ctr::attach(paths, &rec)?;
         let mut args = dummy_args(&cfg);
         args.interactive = cfg.open_stdin && !no_stdin;
-        Ok(attach_session_keys(conn, &args, sig_proxy, false, Some(&keys))?.unwrap_or(0))
+        let mut conn = conn;
+        Ok(attach_session_keys(&mut conn, &args, sig_proxy, false, Some(&keys))?.unwrap_or(0))
     })();
     r.unwrap_or_else(|e| {
         eprintln!("Error response from daemon: {e:#}");

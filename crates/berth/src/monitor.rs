@@ -315,7 +315,7 @@ impl Monitor {
                 // Starting took memory (heap, and code run only once)
                 // that supervising does not need.
                 berth_sys::process::trim_heap();
-                let _ = berth_sys::process::drop_code_pages();
+                let _ = berth_sys::process::drop_startup_pages();
             }
             Err((code, msg)) => {
                 report(&mut self.ready, &format!("ERR {code} {msg}"));
@@ -369,13 +369,21 @@ impl Monitor {
     fn finish(&mut self) -> i32 {
         let _ = std::fs::remove_file(self.args.run_dir.join(proto::ATTACH_SOCKET));
         self.listener = None;
-        let client_removes = self
-            .clients
-            .iter()
-            .any(|c| c.claims_removal && still_connected(&c.stream));
-        self.clients.clear();
+        // A client that claimed the removal and was sent the exit removes
+        // the container, then hangs up; wait for that, and remove it here
+        // only if it is still there (the client died first).
+        let claimants: Vec<UnixStream> = std::mem::take(&mut self.clients)
+            .into_iter()
+            .filter(|c| c.claims_removal)
+            .map(|c| c.stream)
+            .collect();
         let _ = nix::mount::umount2(&self.args.rootfs, nix::mount::MntFlags::MNT_DETACH);
-        if self.args.auto_remove && !client_removes && !self.args.remove_command.is_empty() {
+        for c in &claimants {
+            wait_hangup(c, Duration::from_secs(60));
+        }
+        let container_dir = self.args.rootfs.parent().unwrap_or(&self.args.rootfs);
+        let gone = std::fs::symlink_metadata(container_dir).is_err();
+        if self.args.auto_remove && !gone && !self.args.remove_command.is_empty() {
             let mut cmd = std::process::Command::new(&self.args.remove_command[0]);
             cmd.args(&self.args.remove_command[1..])
                 .stdin(std::process::Stdio::null())
@@ -831,21 +839,30 @@ fn write_bounded(fd: impl AsFd, mut data: &[u8]) -> bool {
     true
 }
 
-/// Whether the peer of a socket is still there.
-fn still_connected(s: &UnixStream) -> bool {
-    let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => true,
-        Ok(_) => {
-            let re = fds[0].revents().unwrap_or(PollFlags::empty());
-            if re.contains(PollFlags::POLLHUP) || re.contains(PollFlags::POLLERR) {
-                return false;
-            }
-            let mut b = [0u8; 1];
-            let flags =
-                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
-            !matches!(nix::sys::socket::recv(s.as_raw_fd(), &mut b, flags), Ok(0))
+/// Wait until the peer of a socket hangs up (what it still sends is read
+/// and dropped), for `limit` at most.
+fn wait_hangup(s: &UnixStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
         }
-        Err(_) => false,
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => {}
+            Ok(_) => {
+                let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+                match nix::sys::socket::recv(s.as_raw_fd(), &mut buf, flags) {
+                    Ok(0) => return,
+                    Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => return,
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
     }
 }
