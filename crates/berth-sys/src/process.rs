@@ -291,10 +291,11 @@ pub fn drop_startup_pages() -> io::Result<usize> {
             dropped += vma.end - vma.start;
         }
     }
-    // The stack: everything more than 64 KiB below this frame.
+    // The stack: everything more than 16 KiB below this frame (room for
+    // the calls made from here).
     let here = &dropped as *const usize as usize;
     let page = 4096usize;
-    let limit = (here.saturating_sub(64 << 10)) & !(page - 1);
+    let limit = (here.saturating_sub(16 << 10)) & !(page - 1);
     if let Some(stack) = parse_smaps(&smaps).find(|v| v.name == "[stack]") {
         if stack.start < limit && limit <= stack.end && advise_dontneed(stack.start, limit) {
             dropped += limit - stack.start;

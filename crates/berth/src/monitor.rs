@@ -312,10 +312,7 @@ impl Monitor {
         match self.start_container() {
             Ok(pid) => {
                 report(&mut self.ready, &format!("OK {pid}"));
-                // Starting took memory (heap, and code run only once)
-                // that supervising does not need.
-                berth_sys::process::trim_heap();
-                let _ = berth_sys::process::drop_startup_pages();
+                settle();
             }
             Err((code, msg)) => {
                 report(&mut self.ready, &format!("ERR {code} {msg}"));
@@ -555,7 +552,12 @@ impl Monitor {
     fn supervise(&mut self) -> (i32, bool) {
         let mut exit: Option<i32> = None;
         let mut drain_until: Option<Instant> = None;
-        let mut buf = vec![0u8; 64 << 10];
+        // 16 KiB a read: enough for log throughput, and few pages resident.
+        let mut buf = vec![0u8; 16 << 10];
+        // The first quiet second after a start gives back what starting
+        // (and the first exchanges with the engine) touched; after that the
+        // loop sleeps until something happens.
+        let mut settled = false;
         loop {
             if let Some(until) = drain_until {
                 let open = self.stdio.out.is_some() || self.stdio.err.is_some();
@@ -593,10 +595,18 @@ impl Monitor {
             }
             let timeout = if drain_until.is_some() {
                 PollTimeout::from(50u16)
-            } else {
+            } else if !settled {
                 PollTimeout::from(1000u16)
+            } else {
+                PollTimeout::NONE
             };
             match poll(&mut fds, timeout) {
+                Ok(0) if drain_until.is_none() && !settled => {
+                    drop(fds);
+                    settle();
+                    settled = true;
+                    continue;
+                }
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -837,6 +847,14 @@ fn write_bounded(fd: impl AsFd, mut data: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// Give back memory that starting needed and supervising does not: the
+/// heap's free pages, and the pages of code, read-only data and stack
+/// touched only while starting.
+fn settle() {
+    let _ = berth_sys::process::drop_startup_pages();
+    berth_sys::process::trim_heap();
 }
 
 /// Wait until the peer of a socket hangs up (what it still sends is read
