@@ -2172,10 +2172,27 @@ fn merge_env(env: &mut Vec<serde_json::Value>, overrides: &[String]) {
 fn commit_config(
     parent: &serde_json::Map<String, serde_json::Value>,
     cfg: &crate::config::ContainerConfig,
+    anonymous_volumes: &[String],
     changes: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
     use serde_json::json;
     let mut c = parent.clone();
+    if let Some(sig) = cfg.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+        c.insert("StopSignal".into(), json!(sig));
+    }
+    // Volumes asked for without a name (`-v /data`) become the image's
+    // VOLUMEs, as the image's own stay.
+    if !anonymous_volumes.is_empty() {
+        let mut vols = c
+            .get("Volumes")
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default();
+        for d in anonymous_volumes {
+            vols.insert(d.clone(), json!({}));
+        }
+        c.insert("Volumes".into(), json!(vols));
+    }
     if let Some(ep) = &cfg.entrypoint {
         let ep: Vec<&String> = ep.iter().filter(|s| !s.is_empty()).collect();
         c.insert(
@@ -2258,8 +2275,24 @@ pub fn commit(
         .and_then(|c| c.as_object())
         .cloned()
         .unwrap_or_default();
+    let anonymous: Vec<String> = cfg
+        .mounts
+        .iter()
+        .filter(|m| m.kind == crate::config::MountKind::Volume)
+        .filter(|m| {
+            m.name.as_deref().is_some_and(|n| {
+                images
+                    .db
+                    .volume(n)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v.anonymous)
+            })
+        })
+        .map(|m| m.destination.clone())
+        .collect();
     // Bad changes fail before anything is paused or written.
-    let new_cfg = commit_config(&parent_cfg, &cfg, &opts.changes)?;
+    let new_cfg = commit_config(&parent_cfg, &cfg, &anonymous, &opts.changes)?;
 
     let paused = opts.pause && rec.state == state::RUNNING;
     if paused {
@@ -3007,15 +3040,19 @@ mod tests {
             cmd: vec!["echo".into(), "hi".into()],
             env: vec!["X=1".into()],
             labels: [("b".to_string(), "2".to_string())].into(),
+            stop_signal: Some("SIGINT".into()),
             ..Default::default()
         };
         let c = commit_config(
             parent.as_object().unwrap(),
             &cfg,
+            &["/data".into()],
             &["ENV Y=2".into(), "WORKDIR /srv".into()],
         )
         .unwrap();
         let c = serde_json::Value::Object(c);
+        assert_eq!(c["StopSignal"], "SIGINT");
+        assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
         assert_eq!(c["Cmd"], serde_json::json!(["echo", "hi"]));
         assert_eq!(c["Env"], serde_json::json!(["PATH=/bin", "X=1", "Y=2"]));
         assert_eq!(c["Labels"], serde_json::json!({"a": "1", "b": "2"}));
@@ -3025,10 +3062,10 @@ mod tests {
             entrypoint: Some(vec!["/init".into()]),
             ..Default::default()
         };
-        let c = commit_config(parent.as_object().unwrap(), &cfg, &[]).unwrap();
+        let c = commit_config(parent.as_object().unwrap(), &cfg, &[], &[]).unwrap();
         assert_eq!(c["Entrypoint"], serde_json::json!(["/init"]));
         assert_eq!(c["Cmd"], serde_json::Value::Null);
-        assert!(commit_config(parent.as_object().unwrap(), &cfg, &["FROM x".into()]).is_err());
+        assert!(commit_config(parent.as_object().unwrap(), &cfg, &[], &["FROM x".into()]).is_err());
     }
 
     #[test]
