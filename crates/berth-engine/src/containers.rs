@@ -657,6 +657,7 @@ pub fn start(
     std::fs::create_dir_all(&run_dir).map_err(io("creating", &run_dir))?;
     let _ = std::fs::remove_file(run_dir.join(proto::STOPPED_FILE));
     let _ = std::fs::remove_file(run_dir.join(proto::STATE_FILE));
+    let _ = std::fs::remove_file(run_dir.join(proto::RESTART_FILE));
     // The rootfs: the image's layers (top first) under the upper dir.
     let rootfs = paths.rootfs(&rec.id);
     let lowers: Vec<PathBuf> = image
@@ -1331,5 +1332,17 @@ pub fn update(
     }
     let json = serde_json::to_string(&cfg).map_err(|e| ContainerError::Invalid(e.to_string()))?;
     images.db.set_container_config(&rec.id, &json)?;
+    // A live monitor takes a new restart policy at the next exit.
+    let run_dir = paths.run_dir(&rec.id);
+    if run_dir.is_dir() && rec.state != state::EXITED && rec.state != state::CREATED {
+        let policy = if cfg.restart.name == "on-failure" && cfg.restart.max_retries > 0 {
+            format!("{}:{}", cfg.restart.name, cfg.restart.max_retries)
+        } else {
+            cfg.restart.name.clone()
+        };
+        let path = run_dir.join(proto::RESTART_FILE);
+        berth_runtime::state::write_atomic(&path, policy.as_bytes())
+            .map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))?;
+    }
     Ok(())
 }

@@ -79,6 +79,19 @@ pub const ATTACH_SOCKET: &str = "attach.sock";
 /// Present when the user stopped the container: no restart follows (for
 /// `unless-stopped` and `always` until the next `start`).
 pub const STOPPED_FILE: &str = "stopped";
+/// Written by `update --restart` while the monitor runs: the restart
+/// policy (`name` or `on-failure:N`) to apply from the next exit on.
+pub const RESTART_FILE: &str = "restart-policy";
+
+/// A restart policy as [`RESTART_FILE`] holds it: `(name, max_retries)`.
+pub fn parse_restart_file(text: &str) -> Option<(String, u32)> {
+    let t = text.trim();
+    match t.split_once(':') {
+        Some((name, n)) => Some((name.to_string(), n.parse().ok()?)),
+        None if !t.is_empty() => Some((t.to_string(), 0)),
+        None => None,
+    }
+}
 
 /// The attach socket of a run directory as a path short enough for
 /// `sockaddr_un` (108 bytes, which a deep run root with a 64-digit ID

@@ -391,9 +391,18 @@ impl Monitor {
         0
     }
 
-    fn should_restart(&self, code: i32) -> bool {
+    fn should_restart(&mut self, code: i32) -> bool {
         if self.args.run_dir.join(STOPPED_FILE).exists() {
             return false;
+        }
+        // `update --restart` while we run.
+        if let Some((name, max)) =
+            std::fs::read_to_string(self.args.run_dir.join(proto::RESTART_FILE))
+                .ok()
+                .and_then(|t| proto::parse_restart_file(&t))
+        {
+            self.args.restart = name;
+            self.args.max_retries = max;
         }
         match self.args.restart.as_str() {
             "always" | "unless-stopped" => true,

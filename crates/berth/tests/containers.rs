@@ -320,6 +320,40 @@ fn restart_on_failure_counts_and_stops() {
 }
 
 #[test]
+fn update_restart_applies_to_the_running_container() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "later",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; sleep 1; exit 1",
+    ]);
+    s.ok(&["update", "--restart", "on-failure:1", "later"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = s.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.RestartCount}} {{.HostConfig.RestartPolicy.Name}}",
+            "later",
+        ]);
+        if st.trim() == "exited 1 on-failure" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.ok(&["logs", "later"]).matches("try").count(), 2);
+}
+
+#[test]
 fn a_dead_monitor_does_not_leave_a_running_container() {
     if !need_root() {
         return;
