@@ -620,7 +620,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3, help="untimed `run --rm` before them (default 3)")
     ap.add_argument("--containers", type=int, default=50, help="detached containers per batch (default 50)")
     ap.add_argument("--batches", type=int, default=3, help="batches of detached containers (default 3)")
-    ap.add_argument("--berth", default=str(ROOT / "target/release/berth"))
+    ap.add_argument("--berth", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/berth"))
     ap.add_argument("--out", default=str(HERE / "results/container-run.json"))
     a = ap.parse_args()
     if os.geteuid() != 0:

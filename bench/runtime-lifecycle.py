@@ -741,7 +741,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5, help="untimed warm-up iterations (default 5)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT.relative_to(REPO)})")
     ap.add_argument("--no-svg", action="store_true", help="do not write the SVG chart next to the JSON")
-    ap.add_argument("--berth", default=str(REPO / "target" / "release" / "berth-runtime"), help="berth-runtime binary")
+    ap.add_argument("--berth", default=str(REPO / "target" / "x86_64-unknown-linux-gnu" / "release" / "berth-runtime"), help="berth-runtime binary")
     ap.add_argument("--no-crun-workaround", action="store_true",
                     help="do not hide /sys/fs/cgroup/unified from crun on hybrid hosts")
     args = ap.parse_args()

@@ -10,8 +10,8 @@ shift
 bb=/bin/busybox
 [ -x "$bb" ] || { echo "busybox-bundle.sh: $bb missing: apt-get install busybox-static" >&2; exit 1; }
 here=$(cd "$(dirname "$0")/.." && pwd)
-runtime=${BERTH_RUNTIME:-$here/target/release/berth-runtime}
-[ -x "$runtime" ] || runtime=$here/target/debug/berth-runtime
+runtime=${BERTH_RUNTIME:-$here/target/x86_64-unknown-linux-gnu/release/berth-runtime}
+[ -x "$runtime" ] || runtime=$here/target/x86_64-unknown-linux-gnu/debug/berth-runtime
 mkdir -p "$dir/rootfs/bin" "$dir/rootfs/proc" "$dir/rootfs/sys" "$dir/rootfs/dev" \
          "$dir/rootfs/tmp" "$dir/rootfs/etc" "$dir/rootfs/root"
 cp "$bb" "$dir/rootfs/bin/busybox"

@@ -6,5 +6,5 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release -q
-export PATH="$PWD/target/release:$PATH"
+export PATH="$PWD/target/x86_64-unknown-linux-gnu/release:$PATH"
 berth run --rm hello-world
