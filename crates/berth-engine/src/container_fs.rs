@@ -2280,14 +2280,9 @@ pub fn commit(
         .iter()
         .filter(|m| m.kind == crate::config::MountKind::Volume)
         .filter(|m| {
-            m.name.as_deref().is_some_and(|n| {
-                images
-                    .db
-                    .volume(n)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v.anonymous)
-            })
+            m.name
+                .as_deref()
+                .is_some_and(|n| containers::is_anonymous_volume(images, n))
         })
         .map(|m| m.destination.clone())
         .collect();

@@ -1107,6 +1107,17 @@ pub fn remove(
 
 /// `rm`, and with `volumes` (`rm -v`, and `--rm`) its anonymous volumes
 /// too (named ones stay, as with Docker).
+/// Whether `name` is a volume made without a name (`-v /data`, an image's
+/// VOLUME).
+pub(crate) fn is_anonymous_volume(images: &ImageStore, name: &str) -> bool {
+    images
+        .db
+        .volume(name)
+        .ok()
+        .flatten()
+        .is_some_and(|v| v.anonymous)
+}
+
 pub fn remove_with_volumes(
     images: &mut ImageStore,
     paths: &Paths,
@@ -1118,14 +1129,7 @@ pub fn remove_with_volumes(
         let cfg = config_of(&rec).unwrap_or_default();
         volume_names(&cfg)
             .into_iter()
-            .filter(|n| {
-                images
-                    .db
-                    .volume(n)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v.anonymous)
-            })
+            .filter(|n| is_anonymous_volume(images, n))
             .collect()
     } else {
         Vec::new()

@@ -284,6 +284,19 @@ fn a_bind_mount_shows_host_edits_live() {
     assert!(!share.join("new").exists());
 }
 
+/// Poll `inspect -f format name` until it prints `want` (15 s at most).
+fn wait_inspect(s: &Store, name: &str, format: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = s.ok(&["inspect", "-f", format, name]);
+        if st.trim() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}: still {st}, not {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn restart_on_failure_counts_and_stops() {
     if !need_root() {
@@ -302,20 +315,12 @@ fn restart_on_failure_counts_and_stops() {
         "-c",
         "echo try; exit 1",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let st = s.ok(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.RestartCount}}",
-            "flaky",
-        ]);
-        if st.trim() == "exited 2" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {st}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_inspect(
+        &s,
+        "flaky",
+        "{{.State.Status}} {{.RestartCount}}",
+        "exited 2",
+    );
     assert_eq!(s.ok(&["logs", "flaky"]).matches("try").count(), 3);
 }
 
@@ -336,20 +341,12 @@ fn update_restart_applies_to_the_running_container() {
         "echo try; sleep 1; exit 1",
     ]);
     s.ok(&["update", "--restart", "on-failure:1", "later"]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let st = s.ok(&[
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{.RestartCount}} {{.HostConfig.RestartPolicy.Name}}",
-            "later",
-        ]);
-        if st.trim() == "exited 1 on-failure" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {st}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_inspect(
+        &s,
+        "later",
+        "{{.State.Status}} {{.RestartCount}} {{.HostConfig.RestartPolicy.Name}}",
+        "exited 1 on-failure",
+    );
     assert_eq!(s.ok(&["logs", "later"]).matches("try").count(), 2);
 }
 
