@@ -4,11 +4,11 @@
 //!
 //! A container's persistent directory (`<root>/containers/<id>/`) holds its
 //! overlay upper and work dirs, the `merged` mount point, the files bound at
-//! /etc/hostname, /etc/hosts and /etc/resolv.conf, the OCI `config.json`
-//! (written at each start: the spec is generated then, as Docker does) and
-//! the json-file log. Its run directory (`<run-root>/containers/<id>/`)
-//! holds what lives only while it runs: the monitor's `state.json` and
-//! attach socket. The runtime's own state is under `<run-root>/runtime`.
+//! /etc/hostname, /etc/hosts and /etc/resolv.conf, and the json-file log.
+//! Its run directory (`<run-root>/containers/<id>/`) holds what lives only
+//! while it runs: the OCI bundle's `config.json` (written at each start:
+//! the spec is generated then, as Docker does), the monitor's `state.json`
+//! and attach socket. The runtime's own state is under `<run-root>/runtime`.
 //!
 //! The row is written first (it reserves the name), then the directories;
 //! a failure in between removes both. The monitor is the truth while a
@@ -731,7 +731,10 @@ fn launch(
         cgroup_path: &cgroup,
     };
     let oci = spec::build(&input)?;
-    let config_path = dir.join("config.json");
+    // The bundle lives in the run directory (tmpfs), as it is made again at
+    // each start: no file written and deleted on the store's disk for it.
+    let bundle = paths.run_dir(&rec.id);
+    let config_path = bundle.join("config.json");
     let bytes = serde_json::to_vec(&oci).map_err(|e| ContainerError::Invalid(e.to_string()))?;
     berth_runtime::state::write_atomic(&config_path, &bytes).map_err(|e| {
         ContainerError::Start {
@@ -774,7 +777,7 @@ fn launch(
     ]);
     let args = MonitorArgs {
         id: rec.id.clone(),
-        bundle: dir.clone(),
+        bundle,
         runtime_root: paths.runtime_root(),
         run_dir: paths.run_dir(&rec.id),
         log_path: paths.log_path(&rec.id),
