@@ -231,6 +231,15 @@ impl Db {
 
     fn migrate(&mut self) -> Result<(), DbError> {
         let known = Self::schema_version();
+        // The usual case, an up-to-date store, needs no write lock: every
+        // berth command opens the database, and many run at once.
+        let current: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if current == known {
+            return Ok(());
+        }
         loop {
             let tx = self
                 .conn
