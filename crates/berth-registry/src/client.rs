@@ -130,7 +130,11 @@ impl Client {
             };
             match client.ping() {
                 Ok(()) => return Ok(client),
-                Err(RegistryError::Transport(e)) if i + 1 < schemes.len() => {
+                // A server that speaks TLS with a certificate berth does not
+                // trust is not tried over plain HTTP: that error is the news.
+                Err(RegistryError::Transport(e))
+                    if i + 1 < schemes.len() && !e.to_lowercase().contains("certificate") =>
+                {
                     tracing::debug!(host = %host, error = %e, "HTTPS ping failed, trying HTTP");
                     last = Some(RegistryError::Transport(e));
                 }
@@ -751,12 +755,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn transport(method: &str, url: &Url, t: &ureq::Transport) -> RegistryError {
-    let what = t
-        .message()
-        .map(String::from)
-        .or_else(|| std::error::Error::source(t).map(|s| s.to_string()))
-        .unwrap_or_else(|| t.kind().to_string());
-    RegistryError::Transport(format!("{method} \"{url}\": {what}"))
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(m) = t.message() {
+        parts.push(m.to_string());
+    }
+    let mut source = std::error::Error::source(t);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() {
+        parts.push(t.kind().to_string());
+    }
+    RegistryError::Transport(format!("{method} \"{url}\": {}", parts.join(": ")))
 }
 
 /// An error answer as Docker shows it: the OCI error codes and messages
@@ -792,13 +806,15 @@ fn status_error(code: u16, resp: ureq::Response, url: &Url) -> RegistryError {
             .collect();
         (!parts.is_empty()).then(|| parts.join("; "))
     });
-    let msg = described.unwrap_or_else(|| {
-        format!(
+    let msg = described.unwrap_or_else(|| match code {
+        401 => "unauthorized: authentication required".to_string(),
+        403 => "denied: requested access to the resource is denied".to_string(),
+        _ => format!(
             "{} {} {}",
             code,
             status_text,
             url.origin().ascii_serialization() + url.path()
-        )
+        ),
     });
     match code {
         401 | 403 => RegistryError::Unauthorized(msg),
