@@ -99,6 +99,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=400)
+    ap.add_argument("--no-fresh-fs", action="store_true", help="stores on the host's /var/tmp instead")
     ap.add_argument("--berth", default=str(ROOT / "target/release/berth"))
     ap.add_argument("--out", default=str(HERE / "results/registry.json"))
     a = ap.parse_args()
@@ -153,19 +154,24 @@ def main():
                 for name, (pull, push, env) in engines.items():
                     if name in notes:
                         continue
-                    d = work / f"{name}{i}"
-                    d.mkdir()
+                    if a.no_fresh_fs:
+                        d = work / f"{name}{i}"
+                        d.mkdir()
+                        fs = contextlib.nullcontext(d)
+                    else:
+                        fs = image_load.FreshFs(work, f"{name}{i}")
                     try:
-                        with (image_load.Dockerd(d) if name == "docker" else contextlib.nullcontext()):
-                            results[name]["pull"].append(timed(pull(d), env=env))
-                            with Registry(work / f"dst-{name}{i}") as dst:
-                                results[name]["push"].append(timed(push(d, dst.host), env=env))
+                        with fs as d:
+                            try:
+                                with (image_load.Dockerd(d) if name == "docker" else contextlib.nullcontext()):
+                                    results[name]["pull"].append(timed(pull(d), env=env))
+                                    with Registry(work / f"dst-{name}{i}") as dst:
+                                        results[name]["push"].append(timed(push(d, dst.host), env=env))
+                            finally:
+                                if name == "podman":
+                                    subprocess.run(pod(d) + ["system", "reset", "-f"], capture_output=True, env=penv)
                     except (RuntimeError, subprocess.CalledProcessError) as e:
                         notes[name] = str(e)
-                    finally:
-                        if name == "podman":
-                            subprocess.run(pod(d) + ["system", "reset", "-f"], capture_output=True, env=penv)
-                        shutil.rmtree(d, ignore_errors=True)
         for op in ["pull", "push"]:
             print(f"\n{op} of the image, {a.iterations} runs each (s)   median      min   vs berth")
             base = statistics.median(results["berth"][op]) if results["berth"][op] else None
@@ -186,11 +192,13 @@ def main():
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({
             "image": {"layers": nlayers, "unpacked_bytes": size, "compressed_bytes": compressed},
-            "iterations": a.iterations, "seconds": results, "failed": notes,
+            "fresh_fs": not a.no_fresh_fs, "iterations": a.iterations, "seconds": results, "failed": notes,
             "nproc": os.cpu_count(), "kernel": os.uname().release,
         }, indent=2))
         print(f"\nwrote {a.out}")
     finally:
+        for m in work.glob("*.mnt"):
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)
         for r in Path("/run").glob(f"bbp-{work.name[-8:]}-*"):
             shutil.rmtree(r, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)

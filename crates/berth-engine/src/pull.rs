@@ -229,10 +229,26 @@ fn download_all(
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let workers = opts.downloads.clamp(1, 16).min(jobs.len());
+    // Each layer unpacked is flushed to disk on a thread of its own while
+    // the others are still coming in, so that the sync before the layers
+    // are committed finds little left to do.
+    let (flush_tx, flush_rx) = std::sync::mpsc::channel::<()>();
+    let (next, failed) = (&next, &failed);
     std::thread::scope(|scope| {
+        let dir = layers.dir().to_path_buf();
+        scope.spawn(move || {
+            let Ok(f) = std::fs::File::open(&dir) else {
+                return;
+            };
+            while flush_rx.recv().is_ok() {
+                while flush_rx.try_recv().is_ok() {}
+                let _ = nix::unistd::syncfs(&f);
+            }
+        });
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(|| {
+                let flush_tx = flush_tx.clone();
+                scope.spawn(move || {
                     let mut done = Vec::new();
                     loop {
                         if failed.load(Ordering::Relaxed) {
@@ -252,6 +268,8 @@ fn download_all(
                         );
                         if r.is_err() {
                             failed.store(true, Ordering::Relaxed);
+                        } else {
+                            let _ = flush_tx.send(());
                         }
                         done.push(r);
                     }
@@ -259,13 +277,15 @@ fn download_all(
                 })
             })
             .collect();
-        handles
+        let r = handles
             .into_iter()
             .flat_map(|h| {
                 h.join()
                     .unwrap_or_else(|_| vec![Err(invalid("a download thread panicked"))])
             })
-            .collect()
+            .collect();
+        drop(flush_tx);
+        r
     })
 }
 

@@ -125,8 +125,10 @@ pub fn push(
         )),
         e => e.into(),
     })?;
+    // Held while blobs are read (a blob compressed here for this push is
+    // referenced by no image: GC waits until the push is done).
+    let _lock = store.content_lock(false)?;
     let plan = {
-        let _lock = store.content_lock(false)?;
         match img
             .manifest_digest
             .as_ref()

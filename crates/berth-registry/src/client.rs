@@ -437,7 +437,19 @@ impl Client {
         let scopes = [scope(repo, false)];
         let mut hops = 0;
         let resp = loop {
-            let resp = self.send("GET", &url, &scopes, &headers, &Body::Empty, true)?;
+            let resp = self
+                .send("GET", &url, &scopes, &headers, &Body::Empty, true)
+                .map_err(|e| match e {
+                    // Said plainly: berth sent no credentials there.
+                    RegistryError::Unauthorized(_) if url.origin() != self.base.origin() => {
+                        RegistryError::Unauthorized(format!(
+                            "blob {digest}: the blob storage it redirected to ({}) answered 401 \
+                             Unauthorized; the registry's credentials are not sent to another host",
+                            url.origin().ascii_serialization()
+                        ))
+                    }
+                    e => e,
+                })?;
             if !(300..400).contains(&resp.status()) {
                 break resp;
             }

@@ -760,7 +760,11 @@ fn a_blob_redirect_to_another_host_gets_no_credentials() {
     )
     .unwrap();
     let e = env.fails(&["pull", &format!("{}/x:1", srv.host())]);
-    assert!(e.contains("401"), "{e}");
+    assert!(e.contains("answered 401"), "{e}");
+    assert!(
+        e.contains("credentials are not sent to another host"),
+        "{e}"
+    );
     let got = storage.requests();
     assert!(!got.is_empty(), "the redirect was not followed");
     for r in got {
@@ -869,4 +873,72 @@ fn pull_errors_name_the_problem() {
     assert!(text(&o.stdout).contains("--all-tags"));
     let o = env.run(&["login", "--help"]);
     assert!(text(&o.stdout).contains("--password-stdin"));
+}
+
+#[test]
+fn bearer_tokens_are_reused_and_fetched_again_when_refused() {
+    if !need_root() {
+        return;
+    }
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+    let issued = Arc::new(AtomicUsize::new(0));
+    let uses = Arc::new(AtomicUsize::new(0));
+    let scopes = Arc::new(Mutex::new(Vec::new()));
+    let port = Arc::new(AtomicUsize::new(0));
+    let (i, u, sc, p) = (issued.clone(), uses.clone(), scopes.clone(), port.clone());
+    let srv = serve(fixture(), move |req, _| {
+        if req.path.starts_with("/token?") {
+            sc.lock().unwrap().push(req.path.clone());
+            // Credentials go to the token realm (same host here).
+            assert_eq!(req.header("authorization"), Some("Basic dXNlcjpzZWNyZXQ="));
+            let n = i.fetch_add(1, SeqCst) + 1;
+            u.store(0, SeqCst);
+            let body = format!(r#"{{"token":"T{n}","expires_in":300}}"#);
+            return Some(Answer::Full(
+                200,
+                json_headers("application/json"),
+                body.into_bytes(),
+            ));
+        }
+        let want = format!("Bearer T{}", i.load(SeqCst));
+        // The current token works for two requests, then "expires".
+        let ok = req.header("authorization") == Some(want.as_str()) && u.fetch_add(1, SeqCst) < 2;
+        if ok {
+            return None;
+        }
+        let realm = format!("http://127.0.0.1:{}/token", p.load(SeqCst));
+        Some(Answer::Full(
+            401,
+            vec![(
+                "WWW-Authenticate".into(),
+                format!(r#"Bearer realm="{realm}",service="test-registry""#),
+            )],
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec(),
+        ))
+    });
+    port.store(srv.port as usize, SeqCst);
+    let env = Env::new();
+    std::fs::write(
+        env.docker.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"dXNlcjpzZWNyZXQ="}}}}}}"#,
+            srv.host()
+        ),
+    )
+    .unwrap();
+    let out = env.ok(&["pull", &format!("{}/x:1", srv.host())]);
+    assert!(out.contains("Pull complete"), "{out}");
+    // Manifest and config with the first token (reused), the layer with a
+    // second one fetched when the first was refused.
+    let scopes = scopes.lock().unwrap().clone();
+    assert_eq!(issued.load(SeqCst), 2, "{scopes:?}");
+    assert!(
+        scopes[0].contains("scope=repository%3Ax%3Apull")
+            && scopes[0].contains("service=test-registry"),
+        "{scopes:?}"
+    );
+    let again = env.ok(&["pull", &format!("{}/x:1", srv.host())]);
+    assert!(again.contains("Image is up to date"), "{again}");
+    assert_eq!(issued.load(SeqCst), 3);
 }
