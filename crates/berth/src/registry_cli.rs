@@ -88,7 +88,7 @@ pub fn connect(domain: &str, settings: &Settings) -> anyhow::Result<Arc<Client>>
 struct Display {
     quiet: bool,
     multi: Option<MultiProgress>,
-    bars: Mutex<HashMap<Digest, ProgressBar>>,
+    bars: Mutex<HashMap<Digest, (ProgressBar, String)>>,
     to_stderr: bool,
 }
 
@@ -132,16 +132,20 @@ impl Display {
 
     fn start(&self, d: &Digest, size: u64, what: &str) {
         let Some(m) = &self.multi else { return };
-        let bar = m.add(ProgressBar::new(size));
+        let mut bar = ProgressBar::hidden();
+        bar.set_length(size);
         if let Ok(style) = ProgressStyle::with_template(
             "{prefix}: {msg} [{bar:40}] {binary_bytes}/{binary_total_bytes}",
         ) {
-            bar.set_style(style.progress_chars("=> "));
+            bar = bar.with_style(style.progress_chars("=> "));
         }
-        bar.set_prefix(short(d).to_string());
-        bar.set_message(what.to_string());
+        // "Waiting" until its first bytes, as Docker shows it.
+        let bar = m.add(
+            bar.with_prefix(short(d).to_string())
+                .with_message("Waiting"),
+        );
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        bars.insert(d.clone(), bar);
+        bars.insert(d.clone(), (bar, what.to_string()));
     }
 
     fn progress(&self, d: &Digest, n: u64) {
@@ -149,7 +153,10 @@ impl Display {
             return;
         }
         let bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = bars.get(d) {
+        if let Some((b, what)) = bars.get(d) {
+            if b.position() == 0 {
+                b.set_message(what.clone());
+            }
             b.inc(n);
         }
     }
@@ -160,7 +167,7 @@ impl Display {
             let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
             bars.remove(d)
         };
-        if let Some(b) = bar {
+        if let Some((b, _)) = bar {
             b.finish_and_clear();
             if let Some(m) = &self.multi {
                 m.remove(&b);
