@@ -858,3 +858,58 @@ fn read_limited(r: impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: u16, body: &str) -> ureq::Response {
+        ureq::Response::new(code, "X", body).unwrap()
+    }
+
+    #[test]
+    fn error_answers_read_as_docker_shows_them() {
+        let url = Url::parse("http://r.lan:5000/v2/x/manifests/1").unwrap();
+        let e = status_error(
+            404,
+            answer(
+                404,
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            ),
+            &url,
+        );
+        assert!(matches!(e, RegistryError::NotFound(_)));
+        assert_eq!(e.to_string(), "manifest unknown: manifest unknown");
+        let e = status_error(401, answer(401, ""), &url);
+        assert!(matches!(e, RegistryError::Unauthorized(_)));
+        assert_eq!(e.to_string(), "unauthorized: authentication required");
+        let e = status_error(502, answer(502, "<html>bad gateway</html>"), &url);
+        assert_eq!(e.to_string(), "502 X http://r.lan:5000/v2/x/manifests/1");
+    }
+
+    #[test]
+    fn bodies_are_bounded_and_digests_checked() {
+        assert_eq!(read_limited(&b"abc"[..], 3).unwrap(), b"abc");
+        let e = read_limited(std::io::repeat(b' '), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("larger than the limit"), "{e}");
+        let d = Digest::sha256_of(b"x");
+        assert!(verify_bytes(&d, b"x").is_ok());
+        let e = verify_bytes(&d, b"y").unwrap_err().to_string();
+        assert!(e.contains("digest mismatch"), "{e}");
+        assert_eq!(
+            scope("library/busybox", true),
+            "repository:library/busybox:pull,push"
+        );
+    }
+
+    #[test]
+    fn skipping_reader_drops_the_bytes_already_had() {
+        let mut r = SkipTo {
+            inner: &b"0123456789"[..],
+            skip: 4,
+        };
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "456789");
+    }
+}

@@ -500,6 +500,12 @@ fn tls_registry_with_htpasswd_login_push_pull_logout() {
         e.contains("unauthorized") || e.contains("pull access denied"),
         "{e}"
     );
+    // -p works, with Docker's warning.
+    let o = env.run(&["login", "-u", "tester", "-p", "s3cret", &host]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("WARNING! Using --password via the CLI is insecure"));
+    let out = env.ok(&["image", "pull", &name]);
+    assert!(out.contains("Status: Image is up to date for"), "{out}");
 }
 
 fn with_stdin(c: &mut Command, input: &str) -> Output {
@@ -862,6 +868,13 @@ fn pull_errors_name_the_problem() {
         .port();
     let e = env.fails(&["pull", &format!("127.0.0.1:{port}/x:1")]);
     assert!(e.to_lowercase().contains("connect"), "{e}");
+    let e = env.fails(&["image", "pull", &format!("{}/nope:2", reg.host())]);
+    assert!(e.contains("manifest unknown"), "{e}");
+    let e = env.fails(&["image", "push", &format!("{}/notlocal:1", reg.host())]);
+    assert!(
+        e.contains("An image does not exist locally with the tag"),
+        "{e}"
+    );
     let e = env.fails(&["push", &format!("{}/notlocal:1", reg.host())]);
     assert!(
         e.contains("An image does not exist locally with the tag"),
