@@ -392,6 +392,10 @@ impl Client {
     /// [`manifest::MAX_MANIFEST_SIZE`]) and the `Content-Type` it came with.
     /// Pulled by digest, the bytes are checked against it.
     pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, Option<String>)> {
+        retry_broken(|| self.get_manifest_once(repo, reference))
+    }
+
+    fn get_manifest_once(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, Option<String>)> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
         let resp = self.send(
             "GET",
@@ -413,7 +417,7 @@ impl Client {
         }
         let content_type = resp.header("content-type").map(String::from);
         let bytes = read_limited(resp.into_reader(), limit)
-            .map_err(|e| RegistryError::Protocol(format!("manifest {repo}:{reference}: {e}")))?;
+            .map_err(|e| body_error(format!("manifest {repo}:{reference}"), e))?;
         if let Ok(want) = reference.parse::<Digest>() {
             verify_bytes(&want, &bytes)?;
         }
@@ -494,11 +498,13 @@ impl Client {
 
     /// A blob small enough to hold in memory (a config), verified.
     pub fn get_blob_bytes(&self, repo: &str, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-        let r = self.open_blob(repo, digest, 0)?;
-        let bytes = read_limited(r, limit)
-            .map_err(|e| RegistryError::Protocol(format!("blob {digest}: {e}")))?;
-        verify_bytes(digest, &bytes)?;
-        Ok(bytes)
+        retry_broken(|| {
+            let r = self.open_blob(repo, digest, 0)?;
+            let bytes =
+                read_limited(r, limit).map_err(|e| body_error(format!("blob {digest}"), e))?;
+            verify_bytes(digest, &bytes)?;
+            Ok(bytes)
+        })
     }
 
     /// Whether the repository has the blob.
@@ -847,16 +853,43 @@ fn verify_bytes(want: &Digest, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Read at most `limit` bytes; more is an error (an endless or huge body).
+/// Read at most `limit` bytes; more is an error (an endless or huge body,
+/// `InvalidData`).
 fn read_limited(r: impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     r.take(limit + 1).read_to_end(&mut out)?;
     if out.len() as u64 > limit {
-        return Err(std::io::Error::other(format!(
-            "larger than the limit of {limit} bytes"
-        )));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the limit of {limit} bytes"),
+        ));
     }
     Ok(out)
+}
+
+/// A body that could not be read: too large (refused), or a broken
+/// connection (worth another try).
+fn body_error(what: String, e: std::io::Error) -> RegistryError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        RegistryError::Protocol(format!("{what}: {e}"))
+    } else {
+        RegistryError::Transport(format!("{what}: reading the answer: {e}"))
+    }
+}
+
+/// Run `f` again (up to twice, after a pause) when the connection broke.
+fn retry_broken<T>(f: impl Fn() -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(RegistryError::Transport(e)) if attempt < 2 => {
+                tracing::debug!(error = %e, attempt, "retrying");
+                std::thread::sleep(backoff(attempt));
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]

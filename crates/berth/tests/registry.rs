@@ -955,3 +955,41 @@ fn bearer_tokens_are_reused_and_fetched_again_when_refused() {
     assert!(again.contains("Image is up to date"), "{again}");
     assert_eq!(issued.load(SeqCst), 3);
 }
+
+#[test]
+fn server_errors_and_broken_connections_are_retried() {
+    if !need_root() {
+        return;
+    }
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let manifests = std::sync::Arc::new(AtomicUsize::new(0));
+    let configs = std::sync::Arc::new(AtomicUsize::new(0));
+    let (m, c) = (manifests.clone(), configs.clone());
+    let srv = serve(fixture(), move |req, fx| {
+        if req.path.starts_with("/v2/x/manifests/") && m.fetch_add(1, SeqCst) == 0 {
+            return Some(Answer::Full(503, vec![], b"busy".to_vec()));
+        }
+        if req.path == format!("/v2/x/blobs/{}", fx.config_digest) && c.fetch_add(1, SeqCst) == 0 {
+            // The connection breaks off in the middle of the body.
+            return Some(Answer::Cut(200, vec![], fx.config.clone(), 10));
+        }
+        None
+    });
+    let env = Env::new();
+    let out = env.ok(&["pull", &format!("{}/x:1", srv.host())]);
+    assert!(out.contains("Pull complete"), "{out}");
+    assert_eq!(manifests.load(SeqCst), 2);
+    assert_eq!(configs.load(SeqCst), 2);
+    // A registry that keeps failing: a clear error after the retries.
+    let always = serve(fixture(), |req, _| {
+        (req.path != "/v2/").then(|| Answer::Full(500, vec![], b"oops".to_vec()))
+    });
+    let e = env.fails(&["pull", &format!("{}/x:1", always.host())]);
+    assert!(e.contains("500"), "{e}");
+    let tries = always
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/manifests/"))
+        .count();
+    assert_eq!(tries, 4, "one try and three retries");
+}
