@@ -364,6 +364,34 @@ mod tests {
     }
 
     #[test]
+    fn cred_helpers_win_over_creds_store_and_auths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"auths":{"a.io":{"auth":"dTpw"}},"credsStore":"berth-test-none",
+                "credHelpers":{"b.io":"berth-test-other"}}"#,
+        )
+        .unwrap();
+        let c = DockerConfig::load(d.path()).unwrap();
+        // Each registry goes to its helper (which does not exist here).
+        let e = c.get("b.io").unwrap_err().to_string();
+        assert!(e.contains("docker-credential-berth-test-other"), "{e}");
+        let e = c.get("a.io").unwrap_err().to_string();
+        assert!(e.contains("docker-credential-berth-test-none"), "{e}");
+    }
+
+    #[test]
+    fn docker_hub_has_its_registry_host_and_key() {
+        assert_eq!(crate::registry_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(crate::registry_host("ghcr.io"), "ghcr.io");
+        assert_eq!(
+            crate::credential_key("docker.io"),
+            "https://index.docker.io/v1/"
+        );
+        assert_eq!(crate::credential_key("quay.io"), "quay.io");
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         assert!(!format!("{:?}", cred("u", "hunter2")).contains("hunter2"));
     }
