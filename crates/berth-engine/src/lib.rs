@@ -14,6 +14,8 @@ pub mod containers;
 pub mod db;
 pub mod images;
 pub mod monitor_proto;
+pub mod pull;
+pub mod push;
 pub mod save;
 pub mod seccomp_default;
 pub mod spec;

@@ -212,6 +212,17 @@ impl BlobStore {
         Ok((actual, count))
     }
 
+    /// A blob being written by the caller (a download teed into a layer
+    /// unpack): nothing is visible until [`BlobWriter::commit_verified`],
+    /// and a dropped writer leaves nothing behind.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        Ok(BlobWriter {
+            tmp: TempFile::create(&self.tmp_dir())?,
+            dir: self.dir.clone(),
+            written: 0,
+        })
+    }
+
     /// Store `data`; see [`put`](Self::put).
     pub fn put_bytes(&self, expected: Option<&Digest>, data: &[u8]) -> Result<Digest> {
         let size = u64::try_from(data.len()).ok();
@@ -349,6 +360,55 @@ impl BlobStore {
         } else {
             StoreError::io(format!("blob {digest}: {what}"), e)
         }
+    }
+}
+
+/// See [`BlobStore::writer`].
+pub struct BlobWriter {
+    tmp: TempFile,
+    dir: PathBuf,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Make the blob visible as `digest`. The caller must have verified
+    /// that what it wrote hashes to `digest` (a layer unpack does, over the
+    /// same bytes); `size`, when given, is checked here.
+    pub fn commit_verified(self, digest: &Digest, size: Option<u64>) -> Result<u64> {
+        if let Some(s) = size {
+            if s != self.written {
+                return Err(StoreError::TooShort {
+                    blob: digest.to_string(),
+                    actual: self.written,
+                    expected: s,
+                });
+            }
+        }
+        let dest = self.dir.join(digest.rel_path());
+        let dest_dir = self.dir.join(digest.algorithm().name());
+        ensure_dir(&dest_dir)?;
+        let written = self.written;
+        self.tmp
+            .commit(&dest, &dest_dir)
+            .ctx(|| format!("blob {digest}: storing {}", dest.display()))?;
+        Ok(written)
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tmp.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.file.flush()
     }
 }
 

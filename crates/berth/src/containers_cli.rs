@@ -522,12 +522,20 @@ pub fn report(prefix: &str, e: &anyhow::Error) -> i32 {
     code
 }
 
-fn check_pull(a: &CreateArgs) -> anyhow::Result<()> {
+/// `--pull`: `always` pulls, `missing` pulls an image the store lacks
+/// (as Docker: "Unable to find image … locally"), `never` does not.
+fn check_pull(store: &mut ImageStore, a: &CreateArgs) -> anyhow::Result<()> {
     match a.pull.as_str() {
-        "missing" | "never" => Ok(()),
-        "always" => Err(bad(
-            "--pull always needs a registry, which this berth cannot reach yet",
-        )),
+        "never" => Ok(()),
+        "always" => crate::registry_cli::pull_for_run(store, &a.image, None),
+        "missing" => match store.find(&a.image) {
+            Err(e) if e.is_not_found() && berth_image::reference::parse(&a.image).is_ok() => {
+                let r = berth_image::reference::parse(&a.image)?;
+                eprintln!("Unable to find image '{}' locally", r.familiar());
+                crate::registry_cli::pull_for_run(store, &a.image, None)
+            }
+            _ => Ok(()),
+        },
         other => Err(bad(format!(
             "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
         ))),
@@ -537,7 +545,7 @@ fn check_pull(a: &CreateArgs) -> anyhow::Result<()> {
 /// `create`: prints the new container's ID.
 pub fn create(store: &mut ImageStore, paths: &Paths, a: &CreateArgs) -> i32 {
     let r = (|| -> anyhow::Result<ContainerRecord> {
-        check_pull(a)?;
+        check_pull(store, a)?;
         let cfg = config_from(a, true)?;
         Ok(ctr::create(store, paths, cfg, a.name.as_deref())?)
     })();
@@ -553,7 +561,7 @@ pub fn create(store: &mut ImageStore, paths: &Paths, a: &CreateArgs) -> i32 {
 /// `run`.
 pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
     let created = (|| -> anyhow::Result<ContainerRecord> {
-        check_pull(&a.create)?;
+        check_pull(store, &a.create)?;
         let cfg = config_from(&a.create, a.detach)?;
         Ok(ctr::create(store, paths, cfg, a.create.name.as_deref())?)
     })();

@@ -10,6 +10,7 @@ pub mod images_cli;
 pub mod logging;
 pub mod monitor;
 pub mod progress;
+pub mod registry_cli;
 pub mod runtime_cli;
 pub mod system_cli;
 pub mod wait;

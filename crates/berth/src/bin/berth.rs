@@ -1,6 +1,6 @@
 //! `berth`: the Docker-compatible container engine's command line.
 
-use berth::{container_fs_cli, containers_cli, images_cli};
+use berth::{container_fs_cli, containers_cli, images_cli, registry_cli};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -132,6 +132,14 @@ enum Cmd {
     Save(SaveArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagArgs),
+    /// Download an image from a registry
+    Pull(registry_cli::PullArgs),
+    /// Upload an image to a registry
+    Push(registry_cli::PushArgs),
+    /// Log in to a registry
+    Login(registry_cli::LoginArgs),
+    /// Log out from a registry
+    Logout(registry_cli::LogoutArgs),
     /// Run the OCI runtime (runc-compatible command line; see `berth runtime --help`)
     Runtime {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -473,6 +481,10 @@ enum ImageCmd {
     Import(ImportArgs),
     /// Load images from a tar archive or STDIN
     Load(LoadArgs),
+    /// Download an image from a registry
+    Pull(registry_cli::PullArgs),
+    /// Upload an image to a registry
+    Push(registry_cli::PushArgs),
     /// Remove one or more images
     #[command(alias = "remove")]
     Rm(RmiArgs),
@@ -601,6 +613,10 @@ const COMMANDS: &[&str] = &[
     "import",
     "load",
     "save",
+    "pull",
+    "push",
+    "login",
+    "logout",
     "run",
     "create",
     "start",
@@ -1024,6 +1040,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             images_cli::tag(&mut store, &a.source, &a.target)
         }
+        Cmd::Pull(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Pull(a),
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            registry_cli::pull(&mut store, &a)
+        }
+        Cmd::Push(a)
+        | Cmd::Image {
+            cmd: ImageCmd::Push(a),
+        } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            registry_cli::push(&mut store, &a)
+        }
+        Cmd::Login(a) => registry_cli::login(&a),
+        Cmd::Logout(a) => registry_cli::logout(&a),
         Cmd::Image {
             cmd: ImageCmd::Prune { all, force },
         } => {
