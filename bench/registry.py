@@ -100,7 +100,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=400)
     ap.add_argument("--no-fresh-fs", action="store_true", help="stores on the host's /var/tmp instead")
-    ap.add_argument("--berth", default=str(ROOT / "target/release/berth"))
+    ap.add_argument("--berth", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/berth"))
     ap.add_argument("--out", default=str(HERE / "results/registry.json"))
     a = ap.parse_args()
     if os.geteuid() != 0:
