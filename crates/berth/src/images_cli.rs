@@ -248,21 +248,28 @@ pub fn inspect_value(store: &ImageStore, img: &ImageRecord) -> anyhow::Result<Va
         .blobs
         .read_all(&img.id, berth_image::manifest::MAX_CONFIG_SIZE as u64)?;
     let config: Value = serde_json::from_slice(&config_bytes).context("image config")?;
-    let tags: Vec<String> = img
+    let refs: Vec<reference::Reference> = img
         .tags
         .iter()
         .filter_map(|t| reference::parse(t).ok())
+        .collect();
+    // A reference by digest (an image pulled as repo@sha256:…) is a repo
+    // digest, not a tag.
+    let tags: Vec<String> = refs
+        .iter()
+        .filter(|r| r.digest().is_none())
         .map(|r| r.familiar())
         .collect();
-    let digests: Vec<String> = match &img.manifest_digest {
-        Some(d) => img
-            .tags
-            .iter()
-            .filter_map(|t| reference::parse(t).ok())
-            .map(|r| format!("{}@{d}", r.familiar_repository()))
-            .collect(),
-        None => Vec::new(),
-    };
+    let mut digests: Vec<String> = Vec::new();
+    for r in &refs {
+        let Some(d) = r.digest().or(img.manifest_digest.as_ref()) else {
+            continue;
+        };
+        let rd = format!("{}@{d}", r.familiar_repository());
+        if !digests.contains(&rd) {
+            digests.push(rd);
+        }
+    }
     Ok(json!({
         "Id": img.id.to_string(),
         "RepoTags": tags,

@@ -278,6 +278,17 @@ fn push_then_pull_back_with_skopeo_and_berth_digests_intact() {
     let by_digest = format!("{}/bb@{digest}", reg.host());
     let out = other.ok(&["pull", &by_digest]);
     assert_eq!(pulled_digest(&out), digest);
+    // A digest is not a tag: RepoTags keeps the tag, RepoDigests has both.
+    let tags = other.ok(&["image", "inspect", "-f", "{{json .RepoTags}}", &by_digest]);
+    assert!(!tags.contains('@'), "{tags}");
+    let digests = other.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .RepoDigests}}",
+        &by_digest,
+    ]);
+    assert!(digests.contains(&format!("/bb@{digest}")), "{digests}");
     // The pulled image pushes again to another repository with the same
     // digest (its manifest is pushed as it came), its blobs mounted.
     let copy = format!("{}/copy:1", reg.host());
