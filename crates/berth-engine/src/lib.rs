@@ -14,6 +14,7 @@ pub mod containers;
 pub mod db;
 pub mod images;
 pub mod monitor_proto;
+pub mod networks;
 pub mod save;
 pub mod seccomp_default;
 pub mod spec;

@@ -375,6 +375,14 @@ impl Monitor {
             .any(|c| c.claims_removal && still_connected(&c.stream));
         self.clients.clear();
         let _ = nix::mount::umount2(&self.args.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        // The container's network (veths, lease, ports, DNS records) goes
+        // with its last exit, crash or not.
+        if let (Some(root), Some(run_root)) = (
+            &self.args.net_root,
+            self.args.run_dir.parent().and_then(|p| p.parent()),
+        ) {
+            let _ = berth_engine::networks::teardown_at(root, run_root, &self.args.id);
+        }
         if self.args.auto_remove && !client_removes && !self.args.remove_command.is_empty() {
             let mut cmd = std::process::Command::new(&self.args.remove_command[0]);
             cmd.args(&self.args.remove_command[1..])
