@@ -940,6 +940,7 @@ fn setup_locked(
     cfg: &ContainerConfig,
     exposed: &[String],
 ) -> Result<NetSetup> {
+    let t0 = std::time::Instant::now();
     let db = &mut images.db;
     // A container made before networks existed has no endpoint: the
     // default network.
@@ -967,6 +968,7 @@ fn setup_locked(
         allocate_ports(db, &rec.id, &specs, target)?;
     }
     // The kernel: bridges, the namespace and its veths, the firewall.
+    tracing::debug!(elapsed = ?t0.elapsed(), "leases and ports");
     let mut host = Netlink::open().map_err(net_err)?;
     let mtu = berth_net::host_mtu(&mut host);
     for n in &nets {
@@ -998,9 +1000,11 @@ fn setup_locked(
         berth_net::attach(&mut host, &mut inside, host_fd, &plans)
     })
     .map_err(net_err)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "namespace and veths");
     if had_ports || !berth_net::nft::table_present(&table_name(paths)) {
         sync_firewall(paths, db)?;
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "firewall");
     for n in nets.iter().filter(|n| n.has_dns()) {
         update_dns(paths, db, n)?;
     }
