@@ -668,13 +668,36 @@ fn bring_up(paths: &Paths, db: &mut Db, net: &NetworkRecord) -> Result<()> {
     sync_firewall(paths, db)
 }
 
-/// Replace this run root's nftables table with what the store says.
-pub fn sync_firewall(paths: &Paths, db: &mut Db) -> Result<()> {
-    let fw = Firewall {
+fn firewall(db: &mut Db) -> Result<Firewall> {
+    Ok(Firewall {
         networks: all(db)?.iter().map(|n| n.fw()).collect(),
         ports: all_ports(db)?,
-    };
-    berth_net::nft::apply(&table_name(paths), &fw).map_err(net_err)
+    })
+}
+
+/// Replace this run root's nftables table with what the store says, and
+/// remember what was applied (`<run-root>/nft.applied`).
+pub fn sync_firewall(paths: &Paths, db: &mut Db) -> Result<()> {
+    let table = table_name(paths);
+    let script = berth_net::nft::script(&table, &firewall(db)?);
+    berth_net::nft::run_nft(&script).map_err(net_err)?;
+    let _ = std::fs::write(paths.run_root.join("nft.applied"), &script);
+    Ok(())
+}
+
+/// Apply the table only when it differs from what was applied last, or
+/// when it is gone from the kernel (flushed by someone): the common start
+/// of a container costs no nft process.
+fn ensure_firewall(paths: &Paths, db: &mut Db) -> Result<()> {
+    let table = table_name(paths);
+    let script = berth_net::nft::script(&table, &firewall(db)?);
+    let applied = std::fs::read_to_string(paths.run_root.join("nft.applied")).unwrap_or_default();
+    if applied == script && berth_net::nft::table_present(&table) {
+        return Ok(());
+    }
+    berth_net::nft::run_nft(&script).map_err(net_err)?;
+    let _ = std::fs::write(paths.run_root.join("nft.applied"), &script);
+    Ok(())
 }
 
 fn remove_network_kernel(paths: &Paths, db: &mut Db, net: &NetworkRecord) -> Result<()> {
@@ -750,6 +773,7 @@ pub fn prune(images: &mut ImageStore, paths: &Paths) -> Result<Vec<String>> {
         sync_firewall(paths, db)?;
     } else {
         berth_net::nft::apply(&table_name(paths), &Firewall::default()).map_err(net_err)?;
+        let _ = std::fs::remove_file(paths.run_root.join("nft.applied"));
     }
     Ok(gone)
 }
@@ -963,7 +987,6 @@ fn setup_locked(
         .collect::<Result<_>>()?;
     let specs = port_specs(cfg, exposed)?;
     let target = eps.first().and_then(|e| e.ip);
-    let had_ports = !specs.is_empty();
     if let Some(target) = target {
         allocate_ports(db, &rec.id, &specs, target)?;
     }
@@ -1001,9 +1024,7 @@ fn setup_locked(
     })
     .map_err(net_err)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "namespace and veths");
-    if had_ports || !berth_net::nft::table_present(&table_name(paths)) {
-        sync_firewall(paths, db)?;
-    }
+    ensure_firewall(paths, db)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "firewall");
     for n in nets.iter().filter(|n| n.has_dns()) {
         update_dns(paths, db, n)?;

@@ -4,7 +4,8 @@
 //! A and AAAA questions for the names in its configuration file (container
 //! names, short IDs, aliases), which berth rewrites whenever a container
 //! comes or goes, and forwards every other question unchanged to the host's
-//! resolvers. It exits by itself once the network has no running container.
+//! resolvers, except single-label names, which no resolver outside could
+//! answer and which are not leaked: NXDOMAIN. It exits by itself once the network has no running container.
 //!
 //! The message handling is the small part of DNS this needs (a question
 //! in, answers out), written here and unit-tested; forwarded messages are
@@ -164,6 +165,13 @@ pub fn answer(query: &[u8], q: &Question, addrs: &[IpAddr]) -> Vec<u8> {
     out
 }
 
+/// NXDOMAIN for `q`.
+pub fn nxdomain(query: &[u8], q: &Question) -> Vec<u8> {
+    let mut out = answer(query, q, &[]);
+    out[3] = (out[3] & 0xf0) | 3;
+    out
+}
+
 /// SERVFAIL for `q`.
 pub fn servfail(query: &[u8], q: &Question) -> Vec<u8> {
     let mut out = answer(query, q, &[]);
@@ -247,6 +255,12 @@ pub fn serve(config: &Path, pidfile: &Path) -> Result<()> {
                 let _ = s.send_to(&answer(&query, &q, addrs), from);
                 continue;
             }
+            if !q.name.contains('.') {
+                // A single label that is no container's: no such name
+                // outside either; never sent upstream.
+                let _ = s.send_to(&nxdomain(&query, &q), from);
+                continue;
+            }
             let ups = conf.upstreams.clone();
             let reply = s.try_clone();
             std::thread::spawn(move || {
@@ -322,6 +336,7 @@ mod tests {
         assert_eq!(a.len(), m.len() + 12 + 16);
         let f = servfail(&m, &q);
         assert_eq!(f[3] & 0x0f, 2);
+        assert_eq!(nxdomain(&m, &q)[3] & 0x0f, 3);
     }
 
     #[test]

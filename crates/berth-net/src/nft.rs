@@ -166,7 +166,7 @@ pub fn apply(table: &str, fw: &Firewall) -> Result<()> {
     run_nft(&script(table, fw))
 }
 
-fn run_nft(script: &str) -> Result<()> {
+pub fn run_nft(script: &str) -> Result<()> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
