@@ -1210,7 +1210,7 @@ fn remove_container(
 fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord) -> Result<()> {
     let root = paths.runtime();
     let _ = berth_runtime::delete(&root, &rec.id, true);
-    crate::networks::teardown(&mut images.db, paths, &rec.id)?;
+    crate::networks::release(&mut images.db, paths, &rec.id)?;
     let rootfs = paths.rootfs(&rec.id);
     overlay::unmount(&rootfs).map_err(|e| ContainerError::Conflict(e.to_string()))?;
     // The row first: once it is gone the container is gone for everyone;

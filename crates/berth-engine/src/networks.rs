@@ -1303,7 +1303,26 @@ pub fn teardown(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()> {
     teardown_locked(db, paths, container_id)
 }
 
+/// The same for `rm` of a container that has stopped: the namespace is
+/// let go and the kernel removes its veths as it destroys it, in the
+/// background, instead of `rm` waiting for each deletion (a veth's
+/// unregistration waits for RCU grace periods, several milliseconds). Its
+/// monitor deletes them explicitly.
+pub fn release(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()> {
+    let _l = lock(paths)?;
+    teardown_inner(db, paths, container_id, false)
+}
+
 fn teardown_locked(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()> {
+    teardown_inner(db, paths, container_id, true)
+}
+
+fn teardown_inner(
+    db: &mut Db,
+    paths: &Paths,
+    container_id: &str,
+    delete_links: bool,
+) -> Result<()> {
     let eps = endpoints_of(db, container_id)?;
     let leased: Vec<&EndpointRecord> = eps
         .iter()
@@ -1314,8 +1333,10 @@ fn teardown_locked(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()>
     if leased.is_empty() && !ns.exists() && !had_ports {
         return Ok(());
     }
+    let t0 = std::time::Instant::now();
     let mut first_err = None;
     match Netlink::open() {
+        Ok(_) if !delete_links => {}
         Ok(mut nl) => {
             let names: Vec<String> = eps.iter().map(|e| e.host_ifname()).collect();
             if let Err(e) = berth_net::detach(&mut nl, &names) {
@@ -1326,7 +1347,9 @@ fn teardown_locked(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()>
             first_err.get_or_insert(net_err(e));
         }
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "veths deleted");
     netns::remove(&ns);
+    tracing::debug!(elapsed = ?t0.elapsed(), "namespace released");
     let conn = db.conn_ref();
     let r1 = conn.execute(
         "UPDATE endpoints SET ip = NULL, ip6 = NULL WHERE container_id = ?1",

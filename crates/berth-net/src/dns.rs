@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Names (lowercase, no trailing dot) and their addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,19 +204,50 @@ fn forward(query: &[u8], upstreams: &[String]) -> Option<Vec<u8>> {
     None
 }
 
+/// Read the configuration again if it changed; false when it is gone.
+fn reload(config: &Path, conf: &mut ServerConfig, raw: &mut Vec<u8>) -> bool {
+    let Ok(bytes) = std::fs::read(config) else {
+        return false;
+    };
+    if bytes != *raw {
+        if let Ok(c) = serde_json::from_slice(&bytes) {
+            *conf = c;
+        }
+        *raw = bytes;
+    }
+    true
+}
+
 /// Run the server of the configuration at `config` until the network has
 /// no records left (checked each second) or a signal ends it. `pidfile`
 /// is written once it listens and removed when it stops.
-pub fn serve(config: &Path, pidfile: &Path) -> Result<()> {
+/// `lock` is the file berth holds while it changes the records: the
+/// server takes it before deciding to exit, so a container that joins
+/// meanwhile never finds a server about to go.
+pub fn serve(config: &Path, pidfile: &Path, lock: &Path) -> Result<()> {
     let mut conf = read_config(config)
         .ok_or_else(|| NetError::Invalid(format!("cannot read {}", config.display())))?;
     let mut socks = Vec::new();
     for a in &conf.listen {
-        let s = UdpSocket::bind(SocketAddr::new(*a, 53)).map_err(|source| NetError::Io {
-            what: "listening on",
-            path: format!("{a}:53"),
-            source,
-        })?;
+        // A server of the same network that is just exiting may still hold
+        // the port for a moment.
+        let mut tries = 0;
+        let s = loop {
+            match UdpSocket::bind(SocketAddr::new(*a, 53)) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(NetError::Io {
+                        what: "listening on",
+                        path: format!("{a}:53"),
+                        source,
+                    })
+                }
+            }
+        };
         s.set_nonblocking(true).map_err(|source| NetError::Io {
             what: "setting up",
             path: format!("{a}:53"),
@@ -229,8 +260,7 @@ pub fn serve(config: &Path, pidfile: &Path) -> Result<()> {
         path: pidfile.display().to_string(),
         source,
     })?;
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen: Option<SystemTime> = mtime(config);
+    let mut raw: Vec<u8> = std::fs::read(config).unwrap_or_default();
     let mut last_check = std::time::Instant::now();
     let mut buf = [0u8; 4096];
     loop {
@@ -251,6 +281,10 @@ pub fn serve(config: &Path, pidfile: &Path) -> Result<()> {
             let Some(q) = parse_query(&query) else {
                 continue;
             };
+            // Records as of now (the file is small; read it for every
+            // question): a container removed a moment ago is not answered
+            // for.
+            reload(config, &mut conf, &mut raw);
             if let Some(addrs) = conf.records.get(&q.name) {
                 let _ = s.send_to(&answer(&query, &q, addrs), from);
                 continue;
@@ -272,18 +306,22 @@ pub fn serve(config: &Path, pidfile: &Path) -> Result<()> {
         }
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = std::time::Instant::now();
-            let now = mtime(config);
-            if now.is_none() {
+            if !reload(config, &mut conf, &mut raw) {
                 break;
-            }
-            if now != seen {
-                seen = now;
-                if let Some(c) = read_config(config) {
-                    conf = c;
-                }
             }
             if conf.records.is_empty() {
-                break;
+                let Ok(f) = std::fs::File::options().write(true).open(lock) else {
+                    break;
+                };
+                let Ok(_held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+                else {
+                    break;
+                };
+                let _ = reload(config, &mut conf, &mut raw);
+                if conf.records.is_empty() {
+                    let _ = std::fs::remove_file(pidfile);
+                    return Ok(());
+                }
             }
         }
     }

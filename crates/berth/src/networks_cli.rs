@@ -603,7 +603,8 @@ pub fn network_cmd(store: &mut ImageStore, paths: &Paths, cmd: NetworkCmd) -> an
         NetworkCmd::DnsServe { network_id, config } => {
             let _ = network_id;
             let pid = config.with_file_name("dns.pid");
-            berth_net::dns::serve(&config, &pid)?;
+            let lock = paths.run_root.join("net.lock");
+            berth_net::dns::serve(&config, &pid, &lock)?;
             Ok(0)
         }
     }

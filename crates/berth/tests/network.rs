@@ -77,6 +77,19 @@ fn veths_of(id: &str) -> Vec<String> {
     links(&format!("vb{}", &id[..11]))
 }
 
+/// Whether the container's veths are gone, waiting a little: after `rm`
+/// the kernel removes them as it destroys the namespace, in the background.
+fn veths_gone(id: &str) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if veths_of(id).is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 fn ruleset() -> String {
     text(
         &Command::new("nft")
@@ -188,7 +201,7 @@ fn two_containers_talk_by_name_and_alias_and_networks_are_isolated() {
     assert_eq!(http_from_container(&s, "bridge", &ip, 80), "");
     // Gone after rm: veth, lease, DNS record.
     s.ok(&["rm", "-f", "web"]);
-    assert!(veths_of(&web).is_empty());
+    assert!(veths_gone(&web));
     let n = s.ok(&["network", "inspect", "-f", "{{len .Containers}}", &net]);
     assert_eq!(n.trim(), "0");
     let o = s.run(&[
@@ -302,7 +315,7 @@ fn a_published_port_answers_on_loopback_the_host_address_and_to_containers() {
     assert!(!rules.contains(&format!("dport {any_port} ")), "{rules}");
     assert!(!rules.contains(&format!("to {ip}:")), "{rules}");
     assert_eq!(http_get(&format!("127.0.0.1:{any_port}")), None);
-    assert!(veths_of(&id).is_empty());
+    assert!(veths_gone(&id));
     let again = s.ok(&["run", "-d", "-p", "5353:53/udp", "busybox", "sleep", "30"]);
     assert_eq!(
         inspect(&s, "{{.NetworkSettings.IPAddress}}", again.trim()),
@@ -651,7 +664,7 @@ fn rules_flushed_by_an_admin_come_back_and_a_crash_releases_everything() {
     s.ok(&["start", &id]);
     assert_eq!(veths_of(&id).len(), 1);
     s.ok(&["rm", "-f", &id]);
-    assert!(veths_of(&id).is_empty());
+    assert!(veths_gone(&id));
 }
 
 #[test]
