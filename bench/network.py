@@ -85,7 +85,9 @@ def iperf(server_ns, client_ns, target, port=PORT, seconds=3):
                                capture_output=True, text=True, timeout=seconds + 30)
             if r.returncode == 0:
                 out = json.loads(r.stdout)
-                break
+                if "sum_received" in out.get("end", {}):
+                    break
+                out = None
             time.sleep(0.1)
         if out is None:
             raise RuntimeError(f"iperf3 to {target}:{port} failed")

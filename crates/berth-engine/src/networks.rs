@@ -757,8 +757,14 @@ pub fn prune(images: &mut ImageStore, paths: &Paths) -> Result<Vec<String>> {
             continue;
         }
         if n.name == DEFAULT {
+            // Its row goes too: the next use picks a subnet that is free
+            // then (another store or engine may have taken this one).
             let _l = lock(paths)?;
             let _ = remove_network_kernel(paths, &mut images.db, &n);
+            let _ = images
+                .db
+                .conn_ref()
+                .execute("DELETE FROM networks WHERE id = ?1", [&n.id]);
             continue;
         }
         remove(images, paths, &n.id)?;
@@ -979,6 +985,7 @@ fn setup_locked(
             },
         )?;
     }
+    check_subnets(db, paths, &rec.id)?;
     // Leases first (in one transaction), then ports.
     let eps = lease(db, &rec.id)?;
     let nets: Vec<NetworkRecord> = eps
@@ -1034,6 +1041,61 @@ fn setup_locked(
 }
 
 use berth_net::netns;
+
+/// A network whose bridge is not in the kernel (after a reboot, a prune,
+/// or an admin's `ip link del`) must not come back on a subnet that the
+/// host now uses for something else (another store, another engine): the
+/// default network, while nothing holds a lease on it, moves to a free
+/// subnet; a user network is refused with the reason.
+fn check_subnets(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()> {
+    let mut nl = Netlink::open().map_err(net_err)?;
+    for ep in endpoints_of(db, container_id)? {
+        let Some(n) = network_by_id(db, &ep.network_id)? else {
+            continue;
+        };
+        if nl.link_index(&n.bridge).map_err(net_err)?.is_some() {
+            continue;
+        }
+        let _host = host_lock()?;
+        let host = berth_net::host_subnets(&mut nl).map_err(net_err)?;
+        let clash = host
+            .iter()
+            .find(|h| h.overlaps(&n.subnet) || n.subnet6.is_some_and(|s6| h.overlaps(&s6)));
+        let Some(clash) = clash else { continue };
+        let leased = endpoints_on(db, &n.id)?
+            .iter()
+            .any(|e| e.ip.is_some() && e.container_id != container_id);
+        if n.name != DEFAULT || leased {
+            return Err(ContainerError::Conflict(format!(
+                "network {}: its subnet {} is now used on the host ({clash}); remove the network and create it again",
+                n.name, n.subnet
+            )));
+        }
+        let mut taken = host.clone();
+        for other in all(db)? {
+            if other.id != n.id {
+                taken.push(other.subnet);
+            }
+        }
+        let subnet = if tag(paths).is_none() {
+            ipam::choose_subnet(ipam::bridge_candidates(), &taken)
+        } else {
+            None
+        }
+        .or_else(|| ipam::choose_subnet(ipam::user_candidates(), &taken))
+        .ok_or_else(|| {
+            ContainerError::Conflict("no free private subnet for the default bridge network".into())
+        })?;
+        let gateway = subnet.first_host().unwrap_or(subnet.addr);
+        db.conn_ref()
+            .execute(
+                "UPDATE networks SET subnet = ?1, gateway = ?2 WHERE id = ?3",
+                params![subnet.to_string(), gateway.to_string(), n.id],
+            )
+            .map_err(sql(db))?;
+    }
+    Ok(())
+}
 
 fn endpoint_plan(e: &EndpointRecord, n: &NetworkRecord, mtu: u32, first: bool) -> EndpointPlan {
     let mut addrs = Vec::new();

@@ -286,7 +286,10 @@ fn a_published_port_answers_on_loopback_the_host_address_and_to_containers() {
     );
     // A port bound to 127.0.0.1 does not answer on the host's address.
     assert_eq!(http_get(&format!("{host}:{lo_port}")), None);
-    // Hairpin: another container on the bridge, through the host address.
+    // Another container on the default bridge, by address, and (hairpin)
+    // through the host's address.
+    let ip = inspect(&s, "{{.NetworkSettings.IPAddress}}", &id);
+    assert_eq!(http_from_container(&s, "bridge", &ip, 80), "hello-from-web");
     assert_eq!(
         http_from_container(&s, "bridge", &host.to_string(), any_port),
         "hello-from-web"
@@ -309,7 +312,6 @@ fn a_published_port_answers_on_loopback_the_host_address_and_to_containers() {
     assert!(veths_of(&dup).is_empty());
     assert_eq!(inspect(&s, "{{.NetworkSettings.IPAddress}}", "dup"), "");
     // Freed by rm: no rule, no lease, the port free again.
-    let ip = inspect(&s, "{{.NetworkSettings.IPAddress}}", &id);
     s.ok(&["rm", "-f", &id, "dup"]);
     let rules = ruleset();
     assert!(!rules.contains(&format!("dport {any_port} ")), "{rules}");
