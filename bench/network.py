@@ -4,7 +4,9 @@ in one run, from the same busybox image.
 
   run --rm        `run --rm IMAGE true` on each engine's default bridge
                   network, the wall time of the CLI command, --iterations
-                  times after --warmup untimed runs, engines interleaved.
+                  times after --warmup untimed runs, engines interleaved;
+                  for berth also `--network none` interleaved, so the
+                  bridge's own cost shows.
   c2c             iperf3 (Debian's, the host's binary run inside the
                   containers' network namespaces with nsenter) from one
                   container to another on the default bridge, by address.
@@ -153,6 +155,12 @@ def bench_run_rm(engines, a):
                 continue
             if i >= a.warmup:
                 e.run_rm.append(dt)
+            if e.name == "berth":
+                # The same without a network: what the bridge itself costs.
+                t0 = time.perf_counter()
+                e.run("run", "--rm", "--network", "none", IMAGE, "true")
+                if i >= a.warmup:
+                    e.run_rm_none.append(time.perf_counter() - t0)
         if (i + 1) % 10 == 0 or i + 1 == total:
             print(f"run --rm: {i + 1}/{total}", file=sys.stderr, flush=True)
 
@@ -205,7 +213,7 @@ def main():
                   "docker": lambda e: cr.setup_docker(e, dockerd, tarball)}
         needs = {"berth": [], "podman": ["podman"], "docker": ["docker", "dockerd"]}
         for e in all_engines:
-            e.c2c, e.h2p = [], []
+            e.c2c, e.h2p, e.run_rm_none = [], [], []
             if e.name not in wanted:
                 continue
             engines.append(e)
@@ -249,12 +257,16 @@ def main():
         out[e.name] = {
             "status": e.failed or "ok", "version": e.version, "notes": e.notes,
             "run_rm_ms": {"median": bm(e), "n": len(e.run_rm),
-                          "ratio_to_berth": cr.ratio(bm(e), bm(berth)) if berth else None},
+                          "ratio_to_berth": cr.ratio(bm(e), bm(berth)) if berth else None,
+                          "samples": [round(x * 1000, 2) for x in e.run_rm]},
             "c2c_gbit_s": {"median": med(e.c2c), "samples": [round(x, 2) for x in e.c2c],
                            "of_veth": cr.ratio(med(e.c2c), base)},
             "host_to_port_gbit_s": {"median": med(e.h2p), "samples": [round(x, 2) for x in e.h2p],
                                     "of_veth": cr.ratio(med(e.h2p), base)},
         }
+    if berth and berth.run_rm_none:
+        none = med([x * 1000 for x in berth.run_rm_none])
+        out["berth"]["run_rm_network_none_ms"] = {"median": none, "bridge_cost_ms": round(bm(berth) - none, 2)}
     rep = {"benchmark": "network", "started": started, "host": host,
            "settings": {"iterations": a.iterations, "warmup": a.warmup, "seconds": a.seconds, "repeats": a.repeats},
            "veth_baseline_gbit_s": {"median": base, "samples": [round(x, 2) for x in baseline]},
@@ -272,6 +284,9 @@ def main():
               f"{str(r['host_to_port_gbit_s']['median']):>11}{str(r['host_to_port_gbit_s']['of_veth']):>9}")
         for n in r["notes"]:
             print(f"          note: {n}")
+    if "run_rm_network_none_ms" in out.get("berth", {}):
+        n = out["berth"]["run_rm_network_none_ms"]
+        print(f"berth run --rm --network none: {n['median']} ms (the bridge costs {n['bridge_cost_ms']} ms of berth's run --rm)")
     print(f"\nwrote {a.out}")
     return 0
 

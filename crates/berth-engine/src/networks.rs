@@ -1146,6 +1146,12 @@ fn lease(db: &mut Db, container_id: &str) -> Result<Vec<EndpointRecord>> {
         .map_err(&e)?;
     let mut out = Vec::new();
     for mut ep in eps {
+        if ep.ip.is_some() {
+            // Already leased (a live `network connect` leases the new
+            // endpoint only).
+            out.push(ep);
+            continue;
+        }
         let net = tx
             .query_row(
                 &format!("SELECT {NET_COLS} FROM networks WHERE id = ?1"),
