@@ -318,6 +318,28 @@ fn a_published_port_answers_on_loopback_the_host_address_and_to_containers() {
     assert!(!rules.contains(&format!("to {ip}:")), "{rules}");
     assert_eq!(http_get(&format!("127.0.0.1:{any_port}")), None);
     assert!(veths_gone(&id));
+    // -P: every EXPOSEd port of the image on a random host port.
+    let tarball = common::busybox_tarball();
+    s.ok(&[
+        "import",
+        "-c",
+        "EXPOSE 80/tcp 8443/tcp",
+        tarball.to_str().unwrap(),
+        "exposed:1",
+    ]);
+    let pub_all = s.ok(&["run", "-d", "-P", "exposed:1", "sh", "-c", WEB]);
+    let ports = s.ok(&["port", pub_all.trim()]);
+    assert!(
+        ports.contains("80/tcp -> 0.0.0.0:") && ports.contains("8443/tcp -> 0.0.0.0:"),
+        "{ports}"
+    );
+    let p80 = s.ok(&["port", pub_all.trim(), "80"]);
+    let p80 = p80.trim().rsplit(':').next().unwrap();
+    assert_eq!(
+        wait_http(&format!("127.0.0.1:{p80}")).as_deref(),
+        Some("hello-from-web")
+    );
+    s.ok(&["rm", "-f", pub_all.trim()]);
     let again = s.ok(&["run", "-d", "-p", "5353:53/udp", "busybox", "sleep", "30"]);
     assert_eq!(
         inspect(&s, "{{.NetworkSettings.IPAddress}}", again.trim()),
