@@ -152,7 +152,8 @@ const MIGRATIONS: &[&str] = &[
         host_port INTEGER NOT NULL,
         proto TEXT NOT NULL,
         container_port INTEGER NOT NULL,
-        target TEXT NOT NULL,
+        target TEXT NOT NULL,           -- the container's IPv4 address
+        target6 TEXT,                   -- and its IPv6 one, if any
         PRIMARY KEY (host_port, proto, host_ip)
     );",
 ];

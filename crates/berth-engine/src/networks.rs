@@ -360,29 +360,44 @@ pub fn ports_of(db: &Db, container_id: &str) -> Result<Vec<PortMapping>> {
 fn all_ports(db: &Db) -> Result<Vec<FwPort>> {
     let mut st = db
         .conn_ref()
-        .prepare("SELECT host_ip, host_port, proto, container_port, target FROM published_ports")
+        .prepare("SELECT host_ip, host_port, proto, container_port, target, target6 FROM published_ports")
         .map_err(sql(db))?;
     let rows = st
         .query_map([], |r| {
             let ip: String = r.get(0)?;
             let proto: String = r.get(2)?;
             let target: String = r.get(4)?;
-            Ok((ip, r.get::<_, u16>(1)?, proto, r.get::<_, u16>(3)?, target))
+            let target6: Option<String> = r.get(5)?;
+            Ok((
+                ip,
+                r.get::<_, u16>(1)?,
+                proto,
+                r.get::<_, u16>(3)?,
+                target,
+                target6,
+            ))
         })
         .map_err(sql(db))?;
     let mut out = Vec::new();
     for row in rows {
-        let (ip, hp, proto, cp, target) = row.map_err(sql(db))?;
-        let Ok(target) = target.parse() else { continue };
-        out.push(FwPort {
-            mapping: PortMapping {
-                host_ip: ip.parse().ok(),
-                host_port: hp,
-                container_port: cp,
-                proto: Proto::parse(&proto).unwrap_or(Proto::Tcp),
-            },
-            target,
-        });
+        let (ip, hp, proto, cp, target, target6) = row.map_err(sql(db))?;
+        let mapping = PortMapping {
+            host_ip: ip.parse().ok(),
+            host_port: hp,
+            container_port: cp,
+            proto: Proto::parse(&proto).unwrap_or(Proto::Tcp),
+        };
+        // Each address family of the container that the host address
+        // (or every address) allows.
+        for t in std::iter::once(target).chain(target6) {
+            let Ok(t) = t.parse::<IpAddr>() else { continue };
+            if mapping.host_ip.is_none_or(|h| h.is_ipv6() == t.is_ipv6()) {
+                out.push(FwPort {
+                    mapping: mapping.clone(),
+                    target: t,
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -993,9 +1008,9 @@ fn setup_locked(
         .map(|e| network_by_id(db, &e.network_id)?.ok_or_else(|| not_found(&e.network_id)))
         .collect::<Result<_>>()?;
     let specs = port_specs(cfg, exposed)?;
-    let target = eps.first().and_then(|e| e.ip);
-    if let Some(target) = target {
-        allocate_ports(db, &rec.id, &specs, target)?;
+    let first = eps.first();
+    if let Some(target) = first.and_then(|e| e.ip) {
+        allocate_ports(db, &rec.id, &specs, target, first.and_then(|e| e.ip6))?;
     }
     // The kernel: bridges, the namespace and its veths, the firewall.
     tracing::debug!(elapsed = ?t0.elapsed(), "leases and ports");
@@ -1273,6 +1288,7 @@ fn allocate_ports(
     container_id: &str,
     specs: &[ports::PortSpec],
     target: IpAddr,
+    target6: Option<IpAddr>,
 ) -> Result<()> {
     if specs.is_empty() {
         return Ok(());
@@ -1353,9 +1369,17 @@ fn allocate_ports(
         // A v4 container gets no v6-only host address mapping.
         let ip = s.host_ip.map(|a| a.to_string()).unwrap_or_default();
         tx.execute(
-            "INSERT INTO published_ports (container_id, host_ip, host_port, proto, container_port, target)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![container_id, ip, host_port, s.proto.as_str(), s.container_port, target.to_string()],
+            "INSERT INTO published_ports (container_id, host_ip, host_port, proto, container_port, target, target6)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                container_id,
+                ip,
+                host_port,
+                s.proto.as_str(),
+                s.container_port,
+                target.to_string(),
+                target6.map(|a| a.to_string())
+            ],
         )
         .map_err(&e)?;
         taken.push((ip, host_port, s.proto.as_str().to_string()));

@@ -125,6 +125,26 @@ fn host_address() -> IpAddr {
     panic!("this test needs a host address other than loopback");
 }
 
+/// A global IPv6 address of the host (the machine's own).
+fn host_address6() -> IpAddr {
+    let o = Command::new("ip")
+        .args(["-6", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .unwrap();
+    for l in text(&o.stdout).lines() {
+        let mut w = l.split_whitespace();
+        while let Some(x) = w.next() {
+            if x == "inet6" {
+                let a = w.next().unwrap().split('/').next().unwrap();
+                if !a.starts_with("fd62:") {
+                    return a.parse().unwrap();
+                }
+            }
+        }
+    }
+    panic!("this test needs a global IPv6 address on the host");
+}
+
 fn unique(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100000)
 }
@@ -491,6 +511,8 @@ fn ipv6_between_containers() {
         "w6",
         "--network",
         &net,
+        "-p",
+        "80",
         "busybox",
         "sh",
         "-c",
@@ -515,6 +537,14 @@ fn ipv6_between_containers() {
         "w6",
     ]);
     assert!(o.contains(&ip6), "{o}");
+    // Its published port answers on the host's IPv6 address too.
+    let port = s.ok(&["port", "w6", "80"]);
+    let port = port.trim().rsplit(':').next().unwrap().to_string();
+    let host6 = host_address6();
+    assert_eq!(
+        wait_http(&format!("[{host6}]:{port}")).as_deref(),
+        Some("hello-from-web")
+    );
     s.ok(&["rm", "-f", "w6"]);
     s.ok(&["network", "rm", &net]);
 }
@@ -885,4 +915,49 @@ fn none_and_host_modes_and_dns_flags() {
         "true",
     ]);
     assert_eq!(o.status.code(), Some(125));
+}
+
+#[test]
+fn system_prune_leaves_nothing_in_the_kernel() {
+    if !need_root() {
+        return;
+    }
+    let s = store();
+    let net = unique("pr");
+    s.ok(&["network", "create", &net]);
+    s.ok(&[
+        "run", "-d", "--name", "pa", "-p", "80", "busybox", "sleep", "60",
+    ]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pb",
+        "--network",
+        &net,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let bridge = |n: &str| {
+        s.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
+            n,
+        ])
+        .trim()
+        .to_string()
+    };
+    let (b0, b1) = (bridge("bridge"), bridge(&net));
+    assert_eq!(links(&b0).len(), 1);
+    assert!(ruleset().contains(&b0));
+    s.ok(&["stop", "-t", "1", "pa", "pb"]);
+    let out = s.ok(&["system", "prune", "-f"]);
+    assert!(out.contains(&net), "{out}");
+    assert!(links(&b0).is_empty() && links(&b1).is_empty());
+    let rules = ruleset();
+    assert!(!rules.contains(&b0) && !rules.contains(&b1), "{rules}");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
