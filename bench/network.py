@@ -150,8 +150,14 @@ def bench_run_rm(engines, a):
                 t0 = time.perf_counter()
                 e.run("run", "--rm", IMAGE, "true")
                 dt = time.perf_counter() - t0
+                e.fails_in_a_row = 0
             except RuntimeError as err:
-                e.failed = f"failed: {err}"
+                # A busy shared host makes a run fail now and then; three in
+                # a row end the engine's part.
+                e.fails_in_a_row = getattr(e, "fails_in_a_row", 0) + 1
+                e.notes.append(f"iteration {i} failed: {err}")
+                if e.fails_in_a_row >= 3:
+                    e.failed = f"failed: {err}"
                 continue
             if i >= a.warmup:
                 e.run_rm.append(dt)
