@@ -17,7 +17,9 @@ in one run, from the same busybox image.
   veth            the same iperf3 between two network namespaces joined by
                   a plain veth pair, the baseline.
 
-Each throughput is the median of --repeats runs of --seconds each. All
+Each throughput is the median of --repeats runs of --seconds each; the
+paths take turns (one run of each per round), so that a load that comes
+and goes on the host touches all of them alike. All
 traffic stays on this machine (loopback, and namespaces made here). Every
 engine has its own state under a temporary directory; docker a dockerd of
 the benchmark's own with its default bridge (it needs no docker0 already
@@ -99,11 +101,16 @@ def iperf(server_ns, client_ns, target, port=PORT, seconds=3):
         srv.wait()
 
 
-def veth_baseline(a):
-    tag = str(os.getpid())
-    n1, n2 = f"bnb1-{tag}", f"bnb2-{tag}"
-    sh = lambda *x: subprocess.run(["ip", *x], check=True, capture_output=True)
-    try:
+class Veth:
+    """Two network namespaces joined by a plain veth pair: the baseline."""
+
+    def __init__(self):
+        tag = str(os.getpid())
+        self.n1, self.n2 = f"bnb1-{tag}", f"bnb2-{tag}"
+
+    def __enter__(self):
+        sh = lambda *x: subprocess.run(["ip", *x], check=True, capture_output=True)
+        n1, n2 = self.n1, self.n2
         sh("netns", "add", n1)
         sh("netns", "add", n2)
         sh("link", "add", "bnbv1", "netns", n1, "type", "veth", "peer", "name", "bnbv2", "netns", n2)
@@ -112,10 +119,15 @@ def veth_baseline(a):
         for n, l in ((n1, "bnbv1"), (n2, "bnbv2")):
             sh("-n", n, "link", "set", l, "up")
             sh("-n", n, "link", "set", "lo", "up")
-        return [iperf(f"/run/netns/{n1}", f"/run/netns/{n2}", "10.78.0.1", seconds=a.seconds) for _ in range(a.repeats)]
-    finally:
-        subprocess.run(["ip", "netns", "del", n1], capture_output=True)
-        subprocess.run(["ip", "netns", "del", n2], capture_output=True)
+        return self
+
+    def measure(self, a):
+        return iperf(f"/run/netns/{self.n1}", f"/run/netns/{self.n2}", "10.78.0.1", seconds=a.seconds)
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "netns", "del", self.n1], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.n2], capture_output=True)
+        return False
 
 
 def pid_of(e, name):
@@ -127,19 +139,46 @@ def ip_of(e, name):
         e.run("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name).strip()
 
 
-def throughput(e, a):
+def start_pair(e, a):
+    """A server container with its iperf3 port published on 127.0.0.1, and
+    a client container, on the engine's default bridge."""
     srv, cli = f"bn-srv-{os.getpid()}", f"bn-cli-{os.getpid()}"
-    try:
-        e.run("run", "-d", "--name", srv, "-p", f"127.0.0.1:{a.host_port}:{PORT}", IMAGE, "sleep", "600")
-        e.run("run", "-d", "--name", cli, IMAGE, "sleep", "600")
-        sp, cp = pid_of(e, srv), pid_of(e, cli)
-        sip = ip_of(e, srv)
-        e.c2c = [iperf(f"/proc/{sp}/ns/net", f"/proc/{cp}/ns/net", sip, seconds=a.seconds) for _ in range(a.repeats)]
-        e.h2p = [iperf(f"/proc/{sp}/ns/net", None, "127.0.0.1", port=a.host_port, seconds=a.seconds)
-                 for _ in range(a.repeats)]
-    finally:
-        subprocess.run(e.cmd("rm", "-f", srv, cli), capture_output=True, env=e.env)
+    e.port = a.host_port
     a.host_port += 1
+    e.run("run", "-d", "--name", srv, "-p", f"127.0.0.1:{e.port}:{PORT}", IMAGE, "sleep", "3600")
+    e.run("run", "-d", "--name", cli, IMAGE, "sleep", "3600")
+    e.sp, e.cp, e.sip = pid_of(e, srv), pid_of(e, cli), ip_of(e, srv)
+
+
+def measure_pair(e, a):
+    e.c2c.append(iperf(f"/proc/{e.sp}/ns/net", f"/proc/{e.cp}/ns/net", e.sip, seconds=a.seconds))
+    e.h2p.append(iperf(f"/proc/{e.sp}/ns/net", None, "127.0.0.1", port=e.port, seconds=a.seconds))
+
+
+def throughput(engines, a):
+    """Every path measured once per round, rounds repeated: a load that
+    comes and goes on the host touches all paths alike."""
+    live = []
+    for e in engines:
+        if e.failed:
+            continue
+        try:
+            start_pair(e, a)
+            live.append(e)
+        except (RuntimeError, OSError) as err:
+            e.notes.append(f"throughput failed: {err}")
+    baseline = []
+    with Veth() as veth:
+        for r in range(a.repeats):
+            print(f"iperf3: round {r + 1}/{a.repeats}", file=sys.stderr, flush=True)
+            baseline.append(veth.measure(a))
+            for e in list(live):
+                try:
+                    measure_pair(e, a)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+                    e.notes.append(f"throughput failed: {err}")
+                    live.remove(e)
+    return baseline
 
 
 def bench_run_rm(engines, a):
@@ -180,7 +219,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3, help="seconds per iperf3 run (default 3)")
-    ap.add_argument("--repeats", type=int, default=3, help="iperf3 runs per path (default 3)")
+    ap.add_argument("--repeats", type=int, default=5, help="iperf3 runs per path (default 5)")
     ap.add_argument("--berth", default=str(ROOT / "target/release/berth"))
     ap.add_argument("--engines", default="berth,podman,docker")
     ap.add_argument("--out", default=str(HERE / "results/network.json"))
@@ -232,16 +271,7 @@ def main():
             except (RuntimeError, OSError) as err:
                 e.failed = f"failed: {err}"
         bench_run_rm(engines, a)
-        print("iperf3: veth baseline ...", file=sys.stderr, flush=True)
-        baseline = veth_baseline(a)
-        for e in engines:
-            if e.failed:
-                continue
-            print(f"iperf3: {e.name} ...", file=sys.stderr, flush=True)
-            try:
-                throughput(e, a)
-            except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
-                e.notes.append(f"throughput failed: {err}")
+        baseline = throughput(engines, a)
         host["loadavg_after"] = os.getloadavg()
     finally:
         print("cleaning up ...", file=sys.stderr, flush=True)

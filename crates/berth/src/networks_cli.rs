@@ -381,6 +381,33 @@ pub enum NetworkCmd {
     },
 }
 
+/// Docker's pre-defined `host` and `none` networks, for `network ls`:
+/// they are modes of a container, not records of the store.
+fn predefined(name: &str) -> NetworkRecord {
+    use sha2::Digest as _;
+    let id: String = sha2::Sha256::digest(format!("berth-network-{name}"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    NetworkRecord {
+        id,
+        name: name.to_string(),
+        driver: if name == "host" { "host" } else { "null" }.to_string(),
+        bridge: String::new(),
+        subnet: berth_net::ipam::Subnet {
+            addr: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            prefix: 0,
+        },
+        gateway: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        ip_range: None,
+        subnet6: None,
+        gateway6: None,
+        internal: false,
+        labels: BTreeMap::new(),
+        created: String::new(),
+    }
+}
+
 fn kv(list: &[String]) -> BTreeMap<String, String> {
     list.iter()
         .map(|s| match s.split_once('=') {
@@ -480,6 +507,7 @@ pub fn network_cmd(store: &mut ImageStore, paths: &Paths, cmd: NetworkCmd) -> an
         } => {
             nets::ensure_default(&mut store.db, paths)?;
             let mut list = nets::all(&mut store.db)?;
+            list.extend(["host", "none"].map(predefined));
             for f in &filter {
                 let (k, v) = f.split_once('=').ok_or_else(|| {
                     bad(format!("bad format of filter (expected name=value): {f}"))
@@ -561,6 +589,12 @@ pub fn network_cmd(store: &mut ImageStore, paths: &Paths, cmd: NetworkCmd) -> an
         NetworkCmd::Rm { force, names } => {
             let mut code = 0;
             for n in &names {
+                if n == "host" || n == "none" {
+                    code = daemon_err(format!(
+                        "{n} is a pre-defined network and cannot be removed"
+                    ));
+                    continue;
+                }
                 match nets::remove(store, paths, n) {
                     Ok(_) => println!("{n}"),
                     Err(ctr::ContainerError::Invalid(m)) if force && m.ends_with("not found") => {}
