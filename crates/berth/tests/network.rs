@@ -961,3 +961,47 @@ fn system_prune_leaves_nothing_in_the_kernel() {
     assert!(!rules.contains(&b0) && !rules.contains(&b1), "{rules}");
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn an_internal_network_has_no_way_out() {
+    if !need_root() {
+        return;
+    }
+    let s = store();
+    let net = unique("int");
+    s.ok(&["network", "create", "--internal", &net]);
+    let j = s.ok(&["network", "inspect", "-f", "{{.Internal}}", &net]);
+    assert_eq!(j.trim(), "true");
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "in1",
+        "--network",
+        &net,
+        "busybox",
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    // No default route, but the network's own containers are reached.
+    let routes = s.ok(&["run", "--rm", "--network", &net, "busybox", "ip", "route"]);
+    assert!(!routes.contains("default"), "{routes}");
+    let t0 = Instant::now();
+    let mut body = String::new();
+    while t0.elapsed() < Duration::from_secs(5) && body != "hello-from-web" {
+        body = http_from_container(&s, &net, "in1", 80);
+    }
+    assert_eq!(body, "hello-from-web");
+    // Nothing of it is masqueraded.
+    let subnet = s.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        &net,
+    ]);
+    assert!(!ruleset().contains(&format!("ip saddr {} oifname", subnet.trim())));
+    s.ok(&["rm", "-f", "in1"]);
+    s.ok(&["network", "rm", &net]);
+}
