@@ -963,6 +963,22 @@ fn system_prune_leaves_nothing_in_the_kernel() {
 }
 
 #[test]
+fn network_and_port_have_help() {
+    for args in [
+        &["network", "--help"][..],
+        &["network", "create", "--help"],
+        &["port", "--help"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[test]
 fn an_internal_network_has_no_way_out() {
     if !need_root() {
         return;

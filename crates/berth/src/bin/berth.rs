@@ -603,6 +603,8 @@ struct ImagesArgs {
 
 const COMMANDS: &[&str] = &[
     "images",
+    "network",
+    "port",
     "image",
     "rmi",
     "tag",
