@@ -2,7 +2,7 @@
 # Install every Debian 12 package berth's build and tests need. Run as root.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-pkgs="busybox-static libseccomp-dev pkg-config gcc iproute2 procps python3 podman runc crun skopeo docker-registry apache2-utils openssl"
+pkgs="busybox-static libseccomp-dev pkg-config gcc iproute2 procps python3 podman runc crun skopeo docker-registry apache2-utils openssl nftables iperf3 util-linux"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

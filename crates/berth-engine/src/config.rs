@@ -63,6 +63,9 @@ pub struct ContainerConfig {
     pub stop_timeout: Option<i64>,
     /// `--network`.
     pub network: NetworkMode,
+    /// The other network flags (`-p`, `-P`, `--network-alias`, `--ip`,
+    /// `--dns`, `--add-host`, …).
+    pub net: NetOptions,
     /// `--restart`.
     pub restart: RestartPolicy,
     /// `--rm`.
@@ -158,10 +161,36 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
-    /// Docker's default (the bridge network, in its own issue); until then
-    /// the same as `none`.
+    /// Docker's default: the `bridge` network.
     #[default]
     Default,
+    /// `container:<name|id>`: another container's network namespace.
+    Container(String),
+    /// A network by name or ID (`bridge` is the default one).
+    Network(String),
+}
+
+/// The network flags of `create`/`run` besides `--network`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetOptions {
+    /// `-p/--publish`, as given (parsed by `berth_net::ports`).
+    pub publish: Vec<String>,
+    /// `-P/--publish-all`: every EXPOSEd port on a random host port.
+    pub publish_all: bool,
+    /// `--network-alias`.
+    pub aliases: Vec<String>,
+    /// `--ip`, `--ip6`.
+    pub ip: Option<String>,
+    pub ip6: Option<String>,
+    /// `--mac-address`.
+    pub mac_address: Option<String>,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `--add-host host:ip`.
+    pub extra_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -423,7 +423,7 @@ fn finish_create(
         for v in volume_names(cfg) {
             images.db.use_volume(&rec.id, &v)?;
         }
-        Ok(())
+        crate::networks::on_create(images, paths, &rec, cfg)
     });
     match made {
         Ok(()) => Ok(rec),
@@ -574,6 +574,7 @@ pub fn refresh(
             let _ = berth_runtime::kill(&root, &rec.id, libc::SIGKILL, true);
             let _ = berth_runtime::delete(&root, &rec.id, true);
             let _ = overlay::unmount(&paths.rootfs(&rec.id));
+            let _ = crate::networks::teardown(&mut images.db, paths, &rec.id);
             rec.state = state::EXITED.into();
             rec.pid = 0;
             rec.exit_code = if st.status == "exited" {
@@ -730,7 +731,19 @@ fn launch(
         init: init_path.as_deref(),
         cgroup_path: &cgroup,
     };
-    let oci = spec::build(&input)?;
+    let mut oci = spec::build(&input)?;
+    // The network: made now, before the monitor starts the container, and
+    // handed to the runtime as a namespace path; undone if the start fails.
+    let net = crate::networks::setup(images, paths, &rec, cfg, &defaults.exposed)?;
+    let mut net_guard = NetGuard {
+        images: Some(&mut *images),
+        paths,
+        id: rec.id.clone(),
+    };
+    if let Some(ns) = &net.netns {
+        crate::networks::set_netns(&mut oci, ns);
+    }
+    let oci = oci;
     // The bundle lives in the run directory (tmpfs), as it is made again at
     // each start: no file written and deleted on the store's disk for it.
     let bundle = paths.run_dir(&rec.id);
@@ -794,6 +807,7 @@ fn launch(
         cgroup: cgroup.clone(),
         attach_fd: monitor_end.as_ref().map(|f| f.as_raw_fd()),
         ready_fd: ready_w.as_raw_fd(),
+        net_root: net.netns.is_some().then(|| paths.root.clone()),
     };
     let json = serde_json::to_string(&args).map_err(|e| ContainerError::Invalid(e.to_string()))?;
     // Both descriptors cross into the monitor by number.
@@ -835,6 +849,7 @@ fn launch(
         .read_line(&mut line)
         .map_err(io("reading from", &paths.monitor))?;
     let line = line.trim_end();
+    let images = net_guard.images.take().unwrap_or_else(|| unreachable!());
     if let Some(pid) = line.strip_prefix("OK ") {
         rec.state = state::RUNNING.into();
         rec.pid = pid.parse().unwrap_or(0);
@@ -860,8 +875,25 @@ fn launch(
     };
     rec.error = msg.clone();
     rec.exit_code = code as i64;
+    let _ = crate::networks::teardown(&mut images.db, paths, &rec.id);
     images.db.update_container(&rec)?;
     Err(ContainerError::Start { code, msg })
+}
+
+/// Undoes a container's network when `launch` fails before its monitor
+/// took the container over.
+struct NetGuard<'a, 'b> {
+    images: Option<&'a mut ImageStore>,
+    paths: &'b Paths,
+    id: String,
+}
+
+impl Drop for NetGuard<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(images) = self.images.take() {
+            let _ = crate::networks::teardown(&mut images.db, self.paths, &self.id);
+        }
+    }
 }
 
 /// Create the working directory inside the rootfs when it is missing, as
@@ -1191,6 +1223,7 @@ fn remove_container(
 fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord) -> Result<()> {
     let root = paths.runtime();
     let _ = berth_runtime::delete(&root, &rec.id, true);
+    crate::networks::release(&mut images.db, paths, &rec.id)?;
     let rootfs = paths.rootfs(&rec.id);
     overlay::unmount(&rootfs).map_err(|e| ContainerError::Conflict(e.to_string()))?;
     // The row first: once it is gone the container is gone for everyone;

@@ -116,6 +116,47 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (container_id, volume)
     );
     CREATE INDEX container_volumes_by_volume ON container_volumes(volume);",
+    // 5: networks, the containers attached to them (with their leases while
+    // they run) and published ports.
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        bridge TEXT NOT NULL UNIQUE,    -- the host's bridge interface
+        subnet TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        ip_range TEXT,
+        subnet6 TEXT,
+        gateway6 TEXT,
+        internal INTEGER NOT NULL,
+        labels TEXT NOT NULL,           -- JSON object
+        created TEXT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        idx INTEGER NOT NULL,           -- eth<idx> inside the container
+        aliases TEXT NOT NULL,          -- JSON array
+        static_ip TEXT,                 -- --ip / --ip6 asked for
+        static_ip6 TEXT,
+        ip TEXT,                        -- the lease, while it runs
+        ip6 TEXT,
+        mac TEXT,
+        PRIMARY KEY (container_id, network_id)
+    );
+    CREATE UNIQUE INDEX endpoints_ip ON endpoints(network_id, ip);
+    CREATE UNIQUE INDEX endpoints_ip6 ON endpoints(network_id, ip6);
+    CREATE INDEX endpoints_by_network ON endpoints(network_id);
+    CREATE TABLE published_ports (
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        host_ip TEXT NOT NULL,          -- '' for every address
+        host_port INTEGER NOT NULL,
+        proto TEXT NOT NULL,
+        container_port INTEGER NOT NULL,
+        target TEXT NOT NULL,           -- the container's IPv4 address
+        target6 TEXT,                   -- and its IPv6 one, if any
+        PRIMARY KEY (host_port, proto, host_ip)
+    );",
 ];
 
 /// An image as the store knows it.
@@ -215,6 +256,20 @@ impl Db {
         let mut db = Db { conn, path };
         db.migrate()?;
         Ok(db)
+    }
+
+    /// The connection, for the engine's modules that keep their own tables
+    /// (networks).
+    pub(crate) fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub(crate) fn conn_ref(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     fn err(&self, source: rusqlite::Error) -> DbError {

@@ -14,6 +14,7 @@ pub mod containers;
 pub mod db;
 pub mod images;
 pub mod monitor_proto;
+pub mod networks;
 pub mod pull;
 pub mod push;
 pub mod save;

@@ -50,6 +50,9 @@ pub struct MonitorArgs {
     pub attach_fd: Option<i32>,
     /// The descriptor number to report readiness on.
     pub ready_fd: i32,
+    /// The store's root when the container has a network of berth's to
+    /// undo at its last exit.
+    pub net_root: Option<PathBuf>,
 }
 
 /// `state.json` in the run directory.

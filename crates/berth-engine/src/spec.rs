@@ -207,6 +207,8 @@ pub struct ImageDefaults {
     pub stop_signal: Option<String>,
     /// `VOLUME` destinations.
     pub volumes: Vec<String>,
+    /// `EXPOSE`d ports (`80/tcp`), for `-P`.
+    pub exposed: Vec<String>,
 }
 
 impl ImageDefaults {
@@ -230,6 +232,7 @@ impl ImageDefaults {
                 .collect(),
             stop_signal: c.stop_signal().clone(),
             volumes: c.volumes().clone().unwrap_or_default(),
+            exposed: c.exposed_ports().clone().unwrap_or_default(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use berth_engine::config::{
-    ContainerConfig, Device, Mount, MountKind, NetworkMode, RestartPolicy, Seccomp, Ulimit,
+    ContainerConfig, Device, Mount, MountKind, RestartPolicy, Seccomp, Ulimit,
 };
 use berth_engine::containers::{self as ctr, state, ContainerError, Paths};
 use berth_engine::db::ContainerRecord;
@@ -117,9 +117,11 @@ pub struct CreateArgs {
     /// Timeout (in seconds) to stop a container
     #[arg(long = "stop-timeout", allow_hyphen_values = true)]
     pub stop_timeout: Option<i64>,
-    /// Connect a container to a network (none, host)
+    /// Connect a container to a network (bridge, none, host, container:<name|id>, or a network's name)
     #[arg(long, alias = "net")]
     pub network: Option<String>,
+    #[command(flatten)]
+    pub net: crate::networks_cli::NetFlags,
     /// Log driver options
     #[arg(long = "log-opt")]
     pub log_opt: Vec<String>,
@@ -416,12 +418,7 @@ pub fn config_from(a: &CreateArgs, detach: bool) -> anyhow::Result<ContainerConf
             _ => return Err(bad(format!("Invalid --security-opt: {o:?}"))),
         }
     }
-    let network = match a.network.as_deref() {
-        None | Some("default") | Some("bridge") => NetworkMode::Default,
-        Some("none") => NetworkMode::None,
-        Some("host") => NetworkMode::Host,
-        Some(other) => return Err(bad(format!("network {other} not found"))),
-    };
+    let (network, net) = crate::networks_cli::parse(a.network.as_deref(), &a.net)?;
     let mut log_opts = std::collections::BTreeMap::new();
     for o in &a.log_opt {
         let (k, v) = o
@@ -505,6 +502,7 @@ pub fn config_from(a: &CreateArgs, detach: bool) -> anyhow::Result<ContainerConf
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
         network,
+        net,
         restart,
         auto_remove: a.rm,
         log_opts,
@@ -905,6 +903,7 @@ fn dummy_args(cfg: &ContainerConfig) -> CreateArgs {
         stop_signal: None,
         stop_timeout: None,
         network: None,
+        net: Default::default(),
         log_opt: vec![],
         log_driver: None,
         pull: "missing".into(),
@@ -1015,14 +1014,14 @@ fn ps_row(
         "Command": command,
         "CreatedAt": c.created,
         "RunningFor": format!("{} ago", since(&c.created)),
-        "Ports": "",
+        "Ports": crate::networks_cli::ports_column(store, c),
         "State": c.state,
         "Status": status_text(c),
         "Size": size_text,
         "Names": c.name,
         "Labels": labels.join(","),
         "Mounts": mounts.join(","),
-        "Networks": match cfg.network { NetworkMode::None => "none", NetworkMode::Host => "host", NetworkMode::Default => "bridge" },
+        "Networks": crate::networks_cli::mode_name(&cfg.network),
     })
 }
 
@@ -1066,12 +1065,8 @@ pub fn ps(store: &mut ImageStore, paths: &Paths, o: &PsOptions<'_>) -> anyhow::R
                     .iter()
                     .any(|m| m.name.as_deref() == Some(v.as_str()) || m.destination == *v),
                 "network" => {
-                    let net = match ctr::config_of(c).unwrap_or_default().network {
-                        NetworkMode::None => "none",
-                        NetworkMode::Host => "host",
-                        NetworkMode::Default => "bridge",
-                    };
-                    net == v
+                    crate::networks_cli::mode_name(&ctr::config_of(c).unwrap_or_default().network)
+                        == *v
                 }
                 "ancestor" => c.image == *v || c.image_id.contains(v.as_str()),
                 "label" => {
@@ -1315,7 +1310,7 @@ pub fn inspect_json(paths: &Paths, c: &ContainerRecord) -> serde_json::Value {
             "CpusetCpus": cfg.resources.cpuset_cpus.clone().unwrap_or_default(),
             "PidsLimit": cfg.resources.pids_limit,
             "Init": cfg.init,
-            "NetworkMode": match cfg.network { NetworkMode::None => "none", NetworkMode::Host => "host", NetworkMode::Default => "bridge" },
+            "NetworkMode": crate::networks_cli::mode_name(&cfg.network),
             "RestartPolicy": {"Name": if cfg.restart.name.is_empty() { "no".to_string() } else { cfg.restart.name.clone() }, "MaximumRetryCount": cfg.restart.max_retries},
             "LogConfig": {"Type": "json-file", "Config": cfg.log_opts},
             "Binds": cfg.mounts.iter().filter(|m| m.kind == MountKind::Bind).map(|m| format!("{}:{}{}", m.source.display(), m.destination, if m.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),

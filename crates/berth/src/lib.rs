@@ -9,6 +9,7 @@ pub mod human;
 pub mod images_cli;
 pub mod logging;
 pub mod monitor;
+pub mod networks_cli;
 pub mod progress;
 pub mod registry_cli;
 pub mod runtime_cli;

@@ -375,6 +375,14 @@ impl Monitor {
             .map(|c| c.stream)
             .collect();
         let _ = nix::mount::umount2(&self.args.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        // The container's network (veths, lease, ports, DNS records) goes
+        // with its last exit, crash or not.
+        if let (Some(root), Some(run_root)) = (
+            &self.args.net_root,
+            self.args.run_dir.parent().and_then(|p| p.parent()),
+        ) {
+            let _ = berth_engine::networks::teardown_at(root, run_root, &self.args.id);
+        }
         for c in &claimants {
             wait_hangup(c, Duration::from_secs(60));
         }

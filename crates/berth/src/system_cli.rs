@@ -208,7 +208,10 @@ pub fn prune(
     force: bool,
 ) -> anyhow::Result<i32> {
     if !force {
-        let mut what = vec!["all stopped containers"];
+        let mut what = vec![
+            "all stopped containers",
+            "all networks not used by at least one container",
+        ];
         if volumes {
             what.push("all anonymous volumes not used by at least one container");
         }
@@ -233,6 +236,14 @@ pub fn prune(
         writeln!(out, "Deleted Containers:")?;
         for id in &removed {
             writeln!(out, "{id}")?;
+        }
+        writeln!(out)?;
+    }
+    let nets = berth_engine::networks::prune(store, paths)?;
+    if !nets.is_empty() {
+        writeln!(out, "Deleted Networks:")?;
+        for n in &nets {
+            writeln!(out, "{n}")?;
         }
         writeln!(out)?;
     }

@@ -113,6 +113,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VolumeCmd,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        cmd: berth::networks_cli::NetworkCmd,
+    },
+    /// List port mappings or a specific mapping for the container
+    Port {
+        /// Container
+        container: String,
+        /// PRIVATE_PORT[/PROTO]
+        private: Option<String>,
+    },
     /// List images
     Images(ImagesArgs),
     /// Manage images
@@ -603,6 +615,8 @@ struct ImagesArgs {
 
 const COMMANDS: &[&str] = &[
     "images",
+    "network",
+    "port",
     "image",
     "rmi",
     "tag",
@@ -807,6 +821,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Volume { cmd } => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             volume_cmd(&mut store, cmd)
+        }
+        Cmd::Network {
+            cmd: berth::networks_cli::NetworkCmd::DnsServe { network_id, config },
+        } => {
+            // The embedded DNS server needs no store.
+            let cmd = berth::networks_cli::NetworkCmd::DnsServe { network_id, config };
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            berth::networks_cli::network_cmd(&mut store, &paths()?, cmd)
+        }
+        Cmd::Network { cmd } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            berth::networks_cli::network_cmd(&mut store, &paths()?, cmd)
+        }
+        Cmd::Port { container, private } => {
+            let mut store = berth_engine::ImageStore::open(&cli.root)?;
+            berth::networks_cli::port(&mut store, &paths()?, &container, private.as_deref())
         }
         Cmd::Wait(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
@@ -1261,7 +1291,11 @@ fn inspect(
     let mut code = 0;
     for n in &a.names {
         match berth_engine::containers::find(store, paths, n) {
-            Ok(c) => out.push(containers_cli::inspect_json(paths, &c)),
+            Ok(c) => {
+                let mut j = containers_cli::inspect_json(paths, &c);
+                berth::networks_cli::add_settings(store, &mut j, &c);
+                out.push(j)
+            }
             Err(_) if kind != Some("container") => match store.find_stored(n) {
                 Ok(_) => {
                     let c =

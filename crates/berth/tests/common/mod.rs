@@ -88,6 +88,8 @@ impl Drop for Store {
         }
         // Volumes (some are mounts of their own) go with the store.
         let _ = self.cmd(&["volume", "prune", "-a", "-f"]).output();
+        // Networks: their bridges and the store's nftables table.
+        let _ = self.cmd(&["network", "prune", "-f"]).output();
         let _ = std::fs::remove_dir_all(&self.run);
         // The shared cgroup parent goes once empty (another test still
         // using it keeps it: rmdir of a busy cgroup fails).

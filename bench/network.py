@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Benchmark: container networking with berth, podman and docker side by side
+in one run, from the same busybox image.
+
+  run --rm        `run --rm IMAGE true` on each engine's default bridge
+                  network, the wall time of the CLI command, --iterations
+                  times after --warmup untimed runs, engines interleaved;
+                  for berth also `--network none` interleaved, so the
+                  bridge's own cost shows.
+  c2c             iperf3 (Debian's, the host's binary run inside the
+                  containers' network namespaces with nsenter) from one
+                  container to another on the default bridge, by address.
+  host→port       iperf3 from the host to 127.0.0.1:<published port> of a
+                  container (`-p`): berth's nftables DNAT, docker's
+                  userland proxy (its default for loopback), podman's
+                  port forwarder.
+  veth            the same iperf3 between two network namespaces joined by
+                  a plain veth pair, the baseline.
+
+Each throughput is the median of --repeats runs of --seconds each; the
+paths take turns (one run of each per round), so that a load that comes
+and goes on the host touches all of them alike. All
+traffic stays on this machine (loopback, and namespaces made here). Every
+engine has its own state under a temporary directory; docker a dockerd of
+the benchmark's own with its default bridge (it needs no docker0 already
+present). Everything is removed at the end.
+
+    sudo python3 bench/network.py [--iterations 30] [--warmup 3] [--seconds 3] [--repeats 3]
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+_spec = importlib.util.spec_from_file_location("container_run", HERE / "container-run.py")
+cr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cr)
+IMAGE = cr.IMAGE
+PORT = 5201
+
+
+class NetDockerd(cr.Dockerd):
+    """The benchmark's dockerd, with its default bridge (docker0, on a subnet
+    of its own) and its userland proxy for published ports, but without
+    its iptables rules, which it would leave on the host after it exits
+    (this spares docker the cost of its rules in `run --rm`)."""
+
+    def __enter__(self):
+        d = self.d
+        d.mkdir(exist_ok=True)
+        self.log = open(d / "dockerd.log", "w")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--data-root", str(d / "data"), "--exec-root", self.exec_root,
+             "--pidfile", str(d / "dockerd.pid"), "-H", self.sock, "--bip", "10.79.0.1/24",
+             "--iptables=false", "--ip6tables=false"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(300):
+            if subprocess.run(["docker", "-H", self.sock, "version"], capture_output=True).returncode == 0:
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("dockerd did not start: " + cr.one_line((d / "dockerd.log").read_text(errors="replace")))
+
+
+def iperf(server_ns, client_ns, target, port=PORT, seconds=3):
+    """Gbit/s of one iperf3 TCP run; server and client in the given network
+    namespaces (None: the host's)."""
+    pre = lambda ns: ["nsenter", f"--net={ns}"] if ns else []
+    srv = subprocess.Popen([*pre(server_ns), "iperf3", "-s", "-1", "-p", str(PORT)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out = None
+        for _ in range(50):
+            r = subprocess.run([*pre(client_ns), "iperf3", "-c", target, "-p", str(port), "-t", str(seconds), "-J"],
+                               capture_output=True, text=True, timeout=seconds + 30)
+            if r.returncode == 0:
+                out = json.loads(r.stdout)
+                if "sum_received" in out.get("end", {}):
+                    break
+                out = None
+            time.sleep(0.1)
+        if out is None:
+            raise RuntimeError(f"iperf3 to {target}:{port} failed")
+        return out["end"]["sum_received"]["bits_per_second"] / 1e9
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+class Veth:
+    """Two network namespaces joined by a plain veth pair: the baseline."""
+
+    def __init__(self):
+        tag = str(os.getpid())
+        self.n1, self.n2 = f"bnb1-{tag}", f"bnb2-{tag}"
+
+    def __enter__(self):
+        sh = lambda *x: subprocess.run(["ip", *x], check=True, capture_output=True)
+        n1, n2 = self.n1, self.n2
+        sh("netns", "add", n1)
+        sh("netns", "add", n2)
+        sh("link", "add", "bnbv1", "netns", n1, "type", "veth", "peer", "name", "bnbv2", "netns", n2)
+        sh("-n", n1, "addr", "add", "10.78.0.1/30", "dev", "bnbv1")
+        sh("-n", n2, "addr", "add", "10.78.0.2/30", "dev", "bnbv2")
+        for n, l in ((n1, "bnbv1"), (n2, "bnbv2")):
+            sh("-n", n, "link", "set", l, "up")
+            sh("-n", n, "link", "set", "lo", "up")
+        return self
+
+    def measure(self, a):
+        return iperf(f"/run/netns/{self.n1}", f"/run/netns/{self.n2}", "10.78.0.1", seconds=a.seconds)
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "netns", "del", self.n1], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.n2], capture_output=True)
+        return False
+
+
+def pid_of(e, name):
+    return int(e.run("inspect", "-f", "{{.State.Pid}}", name).strip())
+
+
+def ip_of(e, name):
+    return e.run("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).strip() or \
+        e.run("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name).strip()
+
+
+def start_pair(e, a):
+    """A server container with its iperf3 port published on 127.0.0.1, and
+    a client container, on the engine's default bridge."""
+    srv, cli = f"bn-srv-{os.getpid()}", f"bn-cli-{os.getpid()}"
+    e.port = a.host_port
+    a.host_port += 1
+    e.run("run", "-d", "--name", srv, "-p", f"127.0.0.1:{e.port}:{PORT}", IMAGE, "sleep", "3600")
+    e.run("run", "-d", "--name", cli, IMAGE, "sleep", "3600")
+    e.sp, e.cp, e.sip = pid_of(e, srv), pid_of(e, cli), ip_of(e, srv)
+
+
+def measure_pair(e, a):
+    e.c2c.append(iperf(f"/proc/{e.sp}/ns/net", f"/proc/{e.cp}/ns/net", e.sip, seconds=a.seconds))
+    e.h2p.append(iperf(f"/proc/{e.sp}/ns/net", None, "127.0.0.1", port=e.port, seconds=a.seconds))
+
+
+def throughput(engines, a):
+    """Every path measured once per round, rounds repeated: a load that
+    comes and goes on the host touches all paths alike."""
+    live = []
+    for e in engines:
+        if e.failed:
+            continue
+        try:
+            start_pair(e, a)
+            live.append(e)
+        except (RuntimeError, OSError) as err:
+            e.notes.append(f"throughput failed: {err}")
+    baseline = []
+    with Veth() as veth:
+        for r in range(a.repeats):
+            print(f"iperf3: round {r + 1}/{a.repeats}", file=sys.stderr, flush=True)
+            baseline.append(veth.measure(a))
+            for e in list(live):
+                try:
+                    measure_pair(e, a)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+                    e.notes.append(f"throughput failed: {err}")
+                    live.remove(e)
+    return baseline
+
+
+def bench_run_rm(engines, a):
+    total = a.warmup + a.iterations
+    for i in range(total):
+        for e in cr.rotated(engines, i):
+            try:
+                t0 = time.perf_counter()
+                e.run("run", "--rm", IMAGE, "true")
+                dt = time.perf_counter() - t0
+                e.fails_in_a_row = 0
+            except RuntimeError as err:
+                # A busy shared host makes a run fail now and then; three in
+                # a row end the engine's part.
+                e.fails_in_a_row = getattr(e, "fails_in_a_row", 0) + 1
+                e.notes.append(f"iteration {i} failed: {err}")
+                if e.fails_in_a_row >= 3:
+                    e.failed = f"failed: {err}"
+                continue
+            if i >= a.warmup:
+                e.run_rm.append(dt)
+            if e.name == "berth":
+                # The same without a network: what the bridge itself costs.
+                t0 = time.perf_counter()
+                e.run("run", "--rm", "--network", "none", IMAGE, "true")
+                if i >= a.warmup:
+                    e.run_rm_none.append(time.perf_counter() - t0)
+        if (i + 1) % 10 == 0 or i + 1 == total:
+            print(f"run --rm: {i + 1}/{total}", file=sys.stderr, flush=True)
+
+
+def med(xs):
+    return round(statistics.median(xs), 2) if xs else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=3, help="seconds per iperf3 run (default 3)")
+    ap.add_argument("--repeats", type=int, default=5, help="iperf3 runs per path (default 5)")
+    ap.add_argument("--berth", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/berth"))
+    ap.add_argument("--engines", default="berth,podman,docker")
+    ap.add_argument("--out", default=str(HERE / "results/network.json"))
+    a = ap.parse_args()
+    a.host_port = 45201
+    if os.geteuid() != 0:
+        sys.exit("network.py: needs root")
+    for need in ("iperf3", "nsenter", "ip"):
+        if not shutil.which(need):
+            sys.exit(f"network.py: needs {need} (scripts/setup.sh installs it)")
+    signal.signal(signal.SIGTERM, cr.on_sigterm)
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    work = Path(tempfile.mkdtemp(prefix="berth-net-bench.", dir="/var/tmp"))
+    tag = work.name.rsplit(".", 1)[1]
+    run_dirs = [f"/run/bnb-{tag}", f"/run/bnp-{tag}", f"/run/bnd-{tag}"]
+    engines, daemons = [], []
+    host = {"kernel": os.uname().release, "nproc": os.cpu_count(), "loadavg_before": os.getloadavg()}
+    baseline = []
+    docker0_before = Path("/sys/class/net/docker0").exists()
+    try:
+        tarball = work / "busybox.tar"
+        cr.busybox_rootfs_tar(tarball)
+        conf = work / "containers.conf"
+        conf.write_text("[containers]\ndefault_ulimits = []\n[engine]\nevents_logger = \"file\"\n"
+                        "cgroup_manager = \"cgroupfs\"\n")
+        dockerd = NetDockerd(work / "docker", run_dirs[2])
+        daemons.append(dockerd)
+        all_engines = [
+            cr.Engine("berth", [a.berth, "--root", str(work / "berth"), "--run-root", run_dirs[0]]),
+            cr.Engine("podman", ["podman", "--root", str(work / "podman"), "--runroot", run_dirs[1],
+                                 "--cgroup-manager", "cgroupfs"], dict(os.environ, CONTAINERS_CONF=str(conf))),
+            cr.Engine("docker", ["docker", "-H", dockerd.sock]),
+        ]
+        wanted = a.engines.split(",")
+        setups = {"berth": lambda e: cr.setup_berth(e, a, tarball), "podman": lambda e: cr.setup_podman(e, tarball),
+                  "docker": lambda e: cr.setup_docker(e, dockerd, tarball)}
+        needs = {"berth": [], "podman": ["podman"], "docker": ["docker", "dockerd"]}
+        for e in all_engines:
+            e.c2c, e.h2p, e.run_rm_none = [], [], []
+            if e.name not in wanted:
+                continue
+            engines.append(e)
+            print(f"setting up {e.name} ...", file=sys.stderr, flush=True)
+            if not all(shutil.which(n) for n in needs[e.name]):
+                e.failed = "not installed"
+                continue
+            try:
+                setups[e.name](e)
+            except (RuntimeError, OSError) as err:
+                e.failed = f"failed: {err}"
+        bench_run_rm(engines, a)
+        baseline = throughput(engines, a)
+        host["loadavg_after"] = os.getloadavg()
+    finally:
+        print("cleaning up ...", file=sys.stderr, flush=True)
+        for e in engines:
+            if e.name == "berth" and e.version:
+                ids = subprocess.run(e.cmd("ps", "-aq"), capture_output=True, text=True).stdout.split()
+                if ids:
+                    subprocess.run(e.cmd("rm", "-f", *ids), capture_output=True)
+                # Its bridge and nftables table.
+                subprocess.run(e.cmd("network", "prune", "-f"), capture_output=True)
+        cr.cleanup(engines, daemons, work, run_dirs, set(), cr.parent_cgroups())
+        if not docker0_before and Path("/sys/class/net/docker0").exists():
+            subprocess.run(["ip", "link", "del", "docker0"], capture_output=True)
+    base = med(baseline)
+    berth = next((e for e in engines if e.name == "berth"), None)
+    bm = lambda e: med([x * 1000 for x in e.run_rm])
+    out = {}
+    for e in engines:
+        out[e.name] = {
+            "status": e.failed or "ok", "version": e.version, "notes": e.notes,
+            "run_rm_ms": {"median": bm(e), "n": len(e.run_rm),
+                          "ratio_to_berth": cr.ratio(bm(e), bm(berth)) if berth else None,
+                          "samples": [round(x * 1000, 2) for x in e.run_rm]},
+            "c2c_gbit_s": {"median": med(e.c2c), "samples": [round(x, 2) for x in e.c2c],
+                           "of_veth": cr.ratio(med(e.c2c), base)},
+            "host_to_port_gbit_s": {"median": med(e.h2p), "samples": [round(x, 2) for x in e.h2p],
+                                    "of_veth": cr.ratio(med(e.h2p), base)},
+        }
+    if berth and berth.run_rm_none:
+        none = med([x * 1000 for x in berth.run_rm_none])
+        out["berth"]["run_rm_network_none_ms"] = {"median": none, "bridge_cost_ms": round(bm(berth) - none, 2)}
+    rep = {"benchmark": "network", "started": started, "host": host,
+           "settings": {"iterations": a.iterations, "warmup": a.warmup, "seconds": a.seconds, "repeats": a.repeats},
+           "veth_baseline_gbit_s": {"median": base, "samples": [round(x, 2) for x in baseline]},
+           "engines": out}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rep, indent=2) + "\n")
+    print(f"\nLinux {host['kernel']}, {host['nproc']} CPUs; plain veth pair: {base} Gbit/s")
+    print(f"{'':10}{'run --rm ms':>14}{'ratio':>8}{'c2c Gbit/s':>13}{'of veth':>9}{'host→port':>11}{'of veth':>9}")
+    for name, r in out.items():
+        if r["status"] != "ok" and not r["run_rm_ms"]["median"]:
+            print(f"{name:10}{r['status']}")
+            continue
+        print(f"{name:10}{str(r['run_rm_ms']['median']):>14}{str(r['run_rm_ms']['ratio_to_berth']):>8}"
+              f"{str(r['c2c_gbit_s']['median']):>13}{str(r['c2c_gbit_s']['of_veth']):>9}"
+              f"{str(r['host_to_port_gbit_s']['median']):>11}{str(r['host_to_port_gbit_s']['of_veth']):>9}")
+        for n in r["notes"]:
+            print(f"          note: {n}")
+    if "run_rm_network_none_ms" in out.get("berth", {}):
+        n = out["berth"]["run_rm_network_none_ms"]
+        print(f"berth run --rm --network none: {n['median']} ms (the bridge costs {n['bridge_cost_ms']} ms of berth's run --rm)")
+    print(f"\nwrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

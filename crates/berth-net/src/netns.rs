@@ -1,0 +1,88 @@
+//! Network namespaces kept by a bind mount of their nsfs file under the run
+//! root, made and entered from a helper thread so that the calling thread
+//! (and the rest of the process) stays in the host's namespace.
+
+use crate::{NetError, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+fn ns_err(what: &str, path: &Path, e: impl std::fmt::Display) -> NetError {
+    NetError::Netns(format!("{what} {}: {e}", path.display()))
+}
+
+/// Make a new network namespace, kept at `path` (a bind mount of its
+/// nsfs file), and run `f` inside it on a helper thread. The namespace's
+/// descriptor is returned with `f`'s result.
+pub fn create<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<(OwnedFd, T)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ns_err("creating", dir, e))?;
+    }
+    File::create(path).map_err(|e| ns_err("creating", path, e))?;
+    let made = std::thread::scope(|s| {
+        s.spawn(|| -> Result<T> {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| ns_err("unsharing a network namespace for", path, e))?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| ns_err("binding the network namespace at", path, e))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(NetError::Netns(
+                "a network namespace thread panicked".into(),
+            ))
+        })
+    });
+    let out = match made {
+        Ok(v) => v,
+        Err(e) => {
+            remove(path);
+            return Err(e);
+        }
+    };
+    let fd = File::open(path).map_err(|e| {
+        remove(path);
+        ns_err("opening", path, e)
+    })?;
+    Ok((OwnedFd::from(fd), out))
+}
+
+/// Open the namespace kept at `path`.
+pub fn open(path: &Path) -> Result<OwnedFd> {
+    File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| ns_err("opening", path, e))
+}
+
+/// Run `f` inside the network namespace `ns`, on a helper thread.
+pub fn enter<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<T> {
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| NetError::Netns(format!("entering a network namespace: {e}")))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(NetError::Netns(
+                "a network namespace thread panicked".into(),
+            ))
+        })
+    })
+}
+
+/// Drop the namespace kept at `path` (it goes when nothing else holds it).
+/// Missing is fine.
+pub fn remove(path: &Path) {
+    let _ = umount2(path, MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_file(path);
+}
