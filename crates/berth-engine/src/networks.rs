@@ -107,6 +107,28 @@ fn sql(db: &Db) -> impl Fn(rusqlite::Error) -> ContainerError + '_ {
     }
 }
 
+/// An IMMEDIATE transaction on `db`, with the error mapping for its
+/// statements (which cannot borrow `db` while the transaction does).
+fn write_tx(
+    db: &mut Db,
+) -> Result<(
+    rusqlite::Transaction<'_>,
+    impl Fn(rusqlite::Error) -> ContainerError,
+)> {
+    let path = db.path().to_path_buf();
+    let e = move |source| {
+        ContainerError::Db(DbError::Sqlite {
+            path: path.clone(),
+            source,
+        })
+    };
+    let tx = db
+        .conn()
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&e)?;
+    Ok((tx, e))
+}
+
 fn now() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
@@ -1148,17 +1170,7 @@ fn endpoint_plan(e: &EndpointRecord, n: &NetworkRecord, mtu: u32, first: bool) -
 /// next free one), in one IMMEDIATE transaction.
 fn lease(db: &mut Db, container_id: &str) -> Result<Vec<EndpointRecord>> {
     let eps = endpoints_of(db, container_id)?;
-    let path = db.path().to_path_buf();
-    let e = move |source| {
-        ContainerError::Db(DbError::Sqlite {
-            path: path.clone(),
-            source,
-        })
-    };
-    let tx = db
-        .conn()
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(&e)?;
+    let (tx, e) = write_tx(db)?;
     let mut out = Vec::new();
     for mut ep in eps {
         if ep.ip.is_some() {
@@ -1293,17 +1305,7 @@ fn allocate_ports(
     if specs.is_empty() {
         return Ok(());
     }
-    let path = db.path().to_path_buf();
-    let e = move |source| {
-        ContainerError::Db(DbError::Sqlite {
-            path: path.clone(),
-            source,
-        })
-    };
-    let tx = db
-        .conn()
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(&e)?;
+    let (tx, e) = write_tx(db)?;
     tx.execute(
         "DELETE FROM published_ports WHERE container_id = ?1",
         [container_id],

@@ -86,6 +86,22 @@ impl Netlink {
         let seq = self
             .send(msg, flags | NLM_F_ACK)
             .map_err(std::io::Error::other)?;
+        self.replies(seq, |p| match p {
+            NetlinkPayload::Error(e) => Some(match e.code {
+                None => Ok(()),
+                Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Read the kernel's messages answering request `seq`, handing each
+    /// payload to `on` until it returns the result.
+    fn replies<T>(
+        &mut self,
+        seq: u32,
+        mut on: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> Option<std::io::Result<T>>,
+    ) -> std::io::Result<T> {
         loop {
             let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
             let mut off = 0;
@@ -94,11 +110,8 @@ impl Netlink {
                     .map_err(std::io::Error::other)?;
                 let len = m.header.length as usize;
                 if m.header.sequence_number == seq {
-                    if let NetlinkPayload::Error(e) = m.payload {
-                        return match e.code {
-                            None => Ok(()),
-                            Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
-                        };
+                    if let Some(r) = on(m.payload) {
+                        return r;
                     }
                 }
                 if len == 0 {
@@ -112,37 +125,19 @@ impl Netlink {
     fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
         let seq = self.send(msg, NLM_F_DUMP)?;
         let mut out = Vec::new();
-        loop {
-            let n = self
-                .sock
-                .recv(&mut &mut self.buf[..], 0)
-                .map_err(|e| nl_err("netlink recv", e))?;
-            let mut off = 0;
-            while off < n {
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
-                    .map_err(|e| nl_err("netlink parse", e))?;
-                let len = m.header.length as usize;
-                if m.header.sequence_number == seq {
-                    match m.payload {
-                        NetlinkPayload::Done(_) => return Ok(out),
-                        NetlinkPayload::Error(e) => {
-                            if let Some(c) = e.code {
-                                return Err(nl_err(
-                                    "netlink dump",
-                                    std::io::Error::from_raw_os_error(-c.get()),
-                                ));
-                            }
-                        }
-                        NetlinkPayload::InnerMessage(i) => out.push(i),
-                        _ => {}
-                    }
-                }
-                if len == 0 {
-                    break;
-                }
-                off += len;
+        self.replies(seq, |p| match p {
+            NetlinkPayload::Done(_) => Some(Ok(())),
+            NetlinkPayload::Error(e) => e
+                .code
+                .map(|c| Err(std::io::Error::from_raw_os_error(-c.get()))),
+            NetlinkPayload::InnerMessage(i) => {
+                out.push(i);
+                None
             }
-        }
+            _ => None,
+        })
+        .map_err(|e| nl_err("netlink dump", e))?;
+        Ok(out)
     }
 
     /// The index of the link named `name`, or `None`.
@@ -153,41 +148,17 @@ impl Netlink {
     fn link(&mut self, name: &str) -> Result<Option<LinkMessage>> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        self.seq += 1;
         let seq = self.send(RouteNetlinkMessage::GetLink(m), 0)?;
-        loop {
-            let n = self
-                .sock
-                .recv(&mut &mut self.buf[..], 0)
-                .map_err(|e| nl_err("netlink recv", e))?;
-            let mut off = 0;
-            while off < n {
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
-                    .map_err(|e| nl_err("netlink parse", e))?;
-                let len = m.header.length as usize;
-                if m.header.sequence_number == seq {
-                    match m.payload {
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
-                            return Ok(Some(l))
-                        }
-                        NetlinkPayload::Error(e) => {
-                            return match e.code {
-                                Some(c) if -c.get() == libc::ENODEV => Ok(None),
-                                None => Ok(None),
-                                Some(c) => {
-                                    Err(nl_err(name, std::io::Error::from_raw_os_error(-c.get())))
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                if len == 0 {
-                    break;
-                }
-                off += len;
-            }
-        }
+        self.replies(seq, |p| match p {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Some(Ok(Some(l))),
+            NetlinkPayload::Error(e) => Some(match e.code {
+                None => Ok(None),
+                Some(c) if -c.get() == libc::ENODEV => Ok(None),
+                Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
+            }),
+            _ => None,
+        })
+        .map_err(|e| nl_err(name, e))
     }
 
     /// The MTU of link `name`.
