@@ -410,14 +410,7 @@ pub fn load_file(
     let (flush_tx, flush_rx) = std::sync::mpsc::channel::<()>();
     let (items, jobs, next, file) = (&items, &jobs, &next, &file);
     let results: Vec<(usize, Result<Taken>)> = std::thread::scope(|scope| {
-        let dir = layers.dir().to_path_buf();
-        scope.spawn(move || {
-            let Ok(f) = File::open(&dir) else { return };
-            while flush_rx.recv().is_ok() {
-                while flush_rx.try_recv().is_ok() {}
-                let _ = nix::unistd::syncfs(&f);
-            }
-        });
+        crate::images::spawn_syncer(scope, layers.dir().to_path_buf(), flush_rx);
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let flush_tx = flush_tx.clone();

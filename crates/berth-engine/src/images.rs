@@ -187,6 +187,26 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// In `scope`, a thread that syncs the file system of `dir` each time it
+/// is asked on `rx` (requests that pile up meanwhile share one sync), until
+/// every sender is gone: layers finished early are flushed while others are
+/// still written, so the sync before their commit has little left to do.
+pub(crate) fn spawn_syncer<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    dir: PathBuf,
+    rx: std::sync::mpsc::Receiver<()>,
+) {
+    scope.spawn(move || {
+        let Ok(f) = std::fs::File::open(&dir) else {
+            return;
+        };
+        while rx.recv().is_ok() {
+            while rx.try_recv().is_ok() {}
+            let _ = nix::unistd::syncfs(&f);
+        }
+    });
+}
+
 impl ImageStore {
     /// Open the store under `root` (`--root`), creating it as needed, and
     /// clear temp files a killed process left.

@@ -235,16 +235,7 @@ fn download_all(
     let (flush_tx, flush_rx) = std::sync::mpsc::channel::<()>();
     let (next, failed) = (&next, &failed);
     std::thread::scope(|scope| {
-        let dir = layers.dir().to_path_buf();
-        scope.spawn(move || {
-            let Ok(f) = std::fs::File::open(&dir) else {
-                return;
-            };
-            while flush_rx.recv().is_ok() {
-                while flush_rx.try_recv().is_ok() {}
-                let _ = nix::unistd::syncfs(&f);
-            }
-        });
+        crate::images::spawn_syncer(scope, layers.dir().to_path_buf(), flush_rx);
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let flush_tx = flush_tx.clone();

@@ -189,6 +189,17 @@ fn platform(p: Option<&str>) -> anyhow::Result<Option<oci_spec::image::Platform>
 
 /// Pull one reference, printing Docker's lines; the pulled image's
 /// digest line and status are printed by the caller.
+/// Docker's last lines of a pull: the digest and whether anything changed.
+fn pull_summary(display: &Display, p: &berth_engine::pull::Pulled, r: &Reference) {
+    display.line(&format!("Digest: {}", p.digest));
+    let status = if p.changed {
+        "Downloaded newer image for"
+    } else {
+        "Image is up to date for"
+    };
+    display.line(&format!("Status: {status} {}", r.familiar()));
+}
+
 fn pull_one(
     store: &mut ImageStore,
     client: &Arc<Client>,
@@ -258,13 +269,7 @@ pub fn pull(store: &mut ImageStore, a: &PullArgs) -> anyhow::Result<i32> {
     }
     match pull_one(store, &client, &r, &opts, &display) {
         Ok(p) => {
-            display.line(&format!("Digest: {}", p.digest));
-            let status = if p.changed {
-                "Downloaded newer image for"
-            } else {
-                "Image is up to date for"
-            };
-            display.line(&format!("Status: {status} {}", r.familiar()));
+            pull_summary(&display, &p, &r);
             println!("{r}");
             Ok(0)
         }
@@ -287,13 +292,7 @@ pub fn pull_for_run(
     let display = Display::new(false, true);
     let client = connect(r.domain(), &settings)?;
     let p = pull_one(store, &client, &r, &opts, &display)?;
-    display.line(&format!("Digest: {}", p.digest));
-    let status = if p.changed {
-        "Downloaded newer image for"
-    } else {
-        "Image is up to date for"
-    };
-    display.line(&format!("Status: {status} {}", r.familiar()));
+    pull_summary(&display, &p, &r);
     Ok(())
 }
 
