@@ -1166,6 +1166,22 @@ fn endpoint_plan(e: &EndpointRecord, n: &NetworkRecord, mtu: u32, first: bool) -
     }
 }
 
+/// The addresses (`column`: `ip` or `ip6`) other containers hold on a
+/// network.
+fn used_addresses(
+    tx: &rusqlite::Transaction<'_>,
+    column: &str,
+    network_id: &str,
+    container_id: &str,
+) -> rusqlite::Result<HashSet<IpAddr>> {
+    let mut st = tx.prepare(&format!(
+        "SELECT {column} FROM endpoints \
+         WHERE network_id = ?1 AND {column} IS NOT NULL AND container_id != ?2"
+    ))?;
+    let rows = st.query_map(params![network_id, container_id], |r| r.get::<_, String>(0))?;
+    Ok(rows.filter_map(|r| r.ok()?.parse().ok()).collect())
+}
+
 /// Give each endpoint of the container an address (its static one, or the
 /// next free one), in one IMMEDIATE transaction.
 fn lease(db: &mut Db, container_id: &str) -> Result<Vec<EndpointRecord>> {
@@ -1186,17 +1202,7 @@ fn lease(db: &mut Db, container_id: &str) -> Result<Vec<EndpointRecord>> {
                 network_row,
             )
             .map_err(&e)?;
-        let used: HashSet<IpAddr> = {
-            let mut st = tx
-                .prepare("SELECT ip FROM endpoints WHERE network_id = ?1 AND ip IS NOT NULL AND container_id != ?2")
-                .map_err(&e)?;
-            let rows = st
-                .query_map(params![ep.network_id, container_id], |r| {
-                    r.get::<_, String>(0)
-                })
-                .map_err(&e)?;
-            rows.filter_map(|r| r.ok()?.parse().ok()).collect()
-        };
+        let used = used_addresses(&tx, "ip", &ep.network_id, container_id).map_err(&e)?;
         let ip = match ep.static_ip {
             Some(want) => {
                 ipam::check_static(&net.subnet, Some(net.gateway), &used, want).map_err(net_err)?;
@@ -1212,17 +1218,7 @@ fn lease(db: &mut Db, container_id: &str) -> Result<Vec<EndpointRecord>> {
         };
         let ip6 = match net.subnet6 {
             Some(s6) => {
-                let used6: HashSet<IpAddr> = {
-                    let mut st = tx
-                        .prepare("SELECT ip6 FROM endpoints WHERE network_id = ?1 AND ip6 IS NOT NULL AND container_id != ?2")
-                        .map_err(&e)?;
-                    let rows = st
-                        .query_map(params![ep.network_id, container_id], |r| {
-                            r.get::<_, String>(0)
-                        })
-                        .map_err(&e)?;
-                    rows.filter_map(|r| r.ok()?.parse().ok()).collect()
-                };
+                let used6 = used_addresses(&tx, "ip6", &ep.network_id, container_id).map_err(&e)?;
                 Some(match ep.static_ip6 {
                     Some(want) => {
                         ipam::check_static(&s6, net.gateway6, &used6, want).map_err(net_err)?;
