@@ -164,7 +164,8 @@ fn default_bridge_name(paths: &Paths) -> String {
     }
 }
 
-fn netns_path(paths: &Paths, id: &str) -> PathBuf {
+/// Where a container's network namespace is kept (bind-mounted).
+pub fn netns_path(paths: &Paths, id: &str) -> PathBuf {
     paths.run_root.join("netns").join(id)
 }
 

@@ -156,7 +156,12 @@ pub fn ports_column(store: &ImageStore, c: &ContainerRecord) -> String {
 }
 
 /// `NetworkSettings` of `inspect`, Docker's shape.
-pub fn add_settings(store: &mut ImageStore, j: &mut serde_json::Value, c: &ContainerRecord) {
+pub fn add_settings(
+    store: &mut ImageStore,
+    paths: &Paths,
+    j: &mut serde_json::Value,
+    c: &ContainerRecord,
+) {
     let eps = nets::settings(&mut store.db, &c.id).unwrap_or_default();
     let ports = nets::ports_of(&store.db, &c.id).unwrap_or_default();
     let mut port_map: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
@@ -188,9 +193,39 @@ pub fn add_settings(store: &mut ImageStore, j: &mut serde_json::Value, c: &Conta
             }),
         );
     }
+    // `host` and `none` are modes, not records; Docker lists the container
+    // on them all the same.
+    if eps.is_empty() {
+        let mode = ctr::config_of(c).ok().map(|cfg| cfg.network);
+        let name = match mode {
+            Some(NetworkMode::Host) => Some("host"),
+            Some(NetworkMode::None) => Some("none"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            networks.insert(
+                name.to_string(),
+                serde_json::json!({
+                    "Aliases": null,
+                    "NetworkID": predefined(name).id,
+                    "EndpointID": "",
+                    "Gateway": "",
+                    "IPAddress": "",
+                    "IPPrefixLen": 0,
+                    "IPv6Gateway": "",
+                    "GlobalIPv6Address": "",
+                    "GlobalIPv6PrefixLen": 0,
+                    "MacAddress": "",
+                    "DNSNames": null,
+                }),
+            );
+        }
+    }
     let first = eps.first();
     let sandbox = if first.is_some_and(|(_, e)| e.ip.is_some()) {
-        format!("/run/berth/netns/{}", c.id)
+        nets::netns_path(paths, &c.id)
+            .to_string_lossy()
+            .into_owned()
     } else {
         String::new()
     };

@@ -868,6 +868,18 @@ fn none_and_host_modes_and_dns_flags() {
         "link",
     ]);
     assert!(!o.contains("eth0"), "{o}");
+    // inspect lists the mode as the container's network, as Docker does.
+    for mode in ["none", "host"] {
+        let id = s.ok(&["create", "--network", mode, "busybox", "true"]);
+        let nets = s.ok(&[
+            "inspect",
+            "-f",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+            id.trim(),
+        ]);
+        assert_eq!(nets.trim(), mode);
+        s.ok(&["rm", id.trim()]);
+    }
     let o = s.ok(&[
         "run",
         "--rm",

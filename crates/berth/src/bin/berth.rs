@@ -1293,7 +1293,7 @@ fn inspect(
         match berth_engine::containers::find(store, paths, n) {
             Ok(c) => {
                 let mut j = containers_cli::inspect_json(paths, &c);
-                berth::networks_cli::add_settings(store, &mut j, &c);
+                berth::networks_cli::add_settings(store, paths, &mut j, &c);
                 out.push(j)
             }
             Err(_) if kind != Some("container") => match store.find_stored(n) {
