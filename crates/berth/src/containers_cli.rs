@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-/// The flags `create` and `run` share.
+// The flags `create` and `run` share.
 #[derive(Args, Debug, Clone)]
 pub struct CreateArgs {
     /// Print help (`-h` is --hostname, as in Docker)
@@ -138,7 +138,7 @@ pub struct CreateArgs {
     pub command: Vec<String>,
 }
 
-/// `run`'s own flags.
+// `run`'s own flags.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Run container in background and print container ID
@@ -1386,7 +1386,7 @@ pub fn default_run_root(root: &std::path::Path) -> PathBuf {
     PathBuf::from(format!("/run/berth-{hex}"))
 }
 
-/// `exec`'s flags.
+// `exec`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct ExecArgs {
     /// Detached mode: run command in the background
@@ -1716,7 +1716,7 @@ pub fn stats(
     }
 }
 
-/// `update`'s flags.
+// `update`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct UpdateArgs {
     /// Memory limit

@@ -9,7 +9,7 @@ use berth_engine::ImageStore;
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 
-/// The network flags of `run` and `create`.
+// The network flags of `run` and `create`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct NetFlags {
     /// Publish a container's port(s) to the host ([ip:][hostPort:]containerPort[/proto], ranges too)
@@ -317,6 +317,7 @@ pub fn port(
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum NetworkCmd {
     /// Create a network
     Create {

@@ -51,6 +51,7 @@ pub struct Global {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Cmd {
     /// Create a container from a bundle, ready to start
     Create(CreateArgs),

@@ -64,6 +64,25 @@ fn unknown_command_is_a_docker_style_error() {
 }
 
 #[test]
+fn every_listed_command_is_reachable_first() {
+    // `berth <command> --help` for each command `berth --help` lists, with
+    // nothing before it (no global flag).
+    let help = text(&berth(&["--help"]).stdout);
+    let cmds: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(cmds.len() > 40, "{help}");
+    for c in cmds {
+        let o = berth(&[c, "--help"]);
+        assert!(o.status.success(), "berth {c} --help: {}", text(&o.stderr));
+    }
+}
+
+#[test]
 fn runtime_through_berth() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("state");

@@ -32,6 +32,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Cmd {
     /// Create and run a new container from an image
     #[command(disable_help_flag = true)]
@@ -166,6 +167,7 @@ enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ContainerCmd {
     /// Create and run a new container from an image
     #[command(disable_help_flag = true)]
@@ -286,6 +288,7 @@ struct RmArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum VolumeCmd {
     /// Create a volume
     Create {
@@ -345,6 +348,7 @@ enum VolumeCmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum SystemCmd {
     /// Show berth disk usage
     Df,
@@ -474,6 +478,7 @@ struct InspectArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ImageCmd {
     /// List images
     #[command(alias = "list")]
@@ -613,43 +618,6 @@ struct ImagesArgs {
     no_trunc: bool,
 }
 
-const COMMANDS: &[&str] = &[
-    "images",
-    "network",
-    "port",
-    "image",
-    "rmi",
-    "tag",
-    "runtime",
-    "version",
-    "help",
-    "history",
-    "import",
-    "load",
-    "save",
-    "pull",
-    "push",
-    "login",
-    "logout",
-    "run",
-    "create",
-    "start",
-    "stop",
-    "restart",
-    "kill",
-    "rm",
-    "ps",
-    "logs",
-    "wait",
-    "inspect",
-    "container",
-    "exec",
-    "cp",
-    "diff",
-    "commit",
-    "export",
-];
-
 fn main() {
     // Output piped into `head` ends quietly, as with other command-line tools.
     let _ = berth_sys::process::default_signal(libc::SIGPIPE);
@@ -661,14 +629,17 @@ fn main() {
         rest.extend(args.into_iter().skip(2));
         std::process::exit(berth::runtime_cli::main("berth runtime", rest));
     }
-    if let Some(cmd) = args.get(1).and_then(|a| a.to_str()) {
-        if !cmd.starts_with('-') && !COMMANDS.contains(&cmd) {
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {
+            // Docker's wording for a command it does not have.
+            let cmd = match e.get(clap::error::ContextKind::InvalidSubcommand) {
+                Some(clap::error::ContextValue::String(c)) => c.clone(),
+                _ => String::new(),
+            };
             eprintln!("berth: '{cmd}' is not a berth command.\nSee 'berth --help'");
             std::process::exit(125);
         }
-    }
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 125 } else { 0 };
             let _ = e.print();
