@@ -6,9 +6,11 @@ in one run, from the same busybox image.
                   CLI command, --iterations times after --warmup untimed runs;
                   the engines interleaved, the one going first rotating.
   run -d × 50     --containers sequential `run -d --network none IMAGE sleep
-                  1000`, the wall time of the whole sequence; then, untimed,
-                  the supervisor's memory and `rm -f` of them all. Repeated
-                  --batches times, engines interleaved.
+                  1000`, the wall time of the whole sequence, each batch
+                  3 s after the previous one's removal (the kernel frees
+                  namespaces and cgroups in the background); then, untimed,
+                  2 s later, the supervisor's memory and `rm -f` of them
+                  all. Repeated --batches times, engines interleaved.
   memory          while those containers run, each container's supervisor
                   (its init's parent: berth-monitor, conmon for podman,
                   containerd-shim-runc-v2 for docker): VmRSS, and Pss and
@@ -389,12 +391,16 @@ def bench_run_d(engines, a, batch, marks, tracked, checks, ids_seen):
         ids = []
         try:
             subprocess.run(["sync"])
+            # The kernel tears down the previous batch's namespaces and
+            # cgroups in the background after its rm -f (whichever engine's):
+            # let that finish before timing this one.
+            time.sleep(3)
             t0 = time.perf_counter()
             for _ in range(a.containers):
                 ids.append(e.run("run", "-d", "--network", "none", IMAGE, "sleep", "1000").strip().splitlines()[-1])
                 ids_seen.add(ids[-1])
             dt = time.perf_counter() - t0
-            time.sleep(1)  # untimed: let the supervisors settle
+            time.sleep(2)  # untimed: let the supervisors settle
             sup = supervisors(e, ids)
             if len(sup) != len(ids):
                 e.notes.append(f"batch {batch + 1}: {len(sup)} supervisor processes for {len(ids)} containers")
