@@ -107,6 +107,21 @@ fn sql(db: &Db) -> impl Fn(rusqlite::Error) -> ContainerError + '_ {
     }
 }
 
+/// A subnet for the default bridge that collides with none of `taken`: the
+/// default store's from the bridge candidates first, any store's from the
+/// user-network ones.
+fn default_subnet(paths: &Paths, taken: &[ipam::Subnet]) -> Result<ipam::Subnet> {
+    if tag(paths).is_none() {
+        ipam::choose_subnet(ipam::bridge_candidates(), taken)
+    } else {
+        None
+    }
+    .or_else(|| ipam::choose_subnet(ipam::user_candidates(), taken))
+    .ok_or_else(|| {
+        ContainerError::Conflict("no free private subnet for the default bridge network".into())
+    })
+}
+
 /// An IMMEDIATE transaction on `db`, with the error mapping for its
 /// statements (which cannot borrow `db` while the transaction does).
 fn write_tx(
@@ -657,15 +672,7 @@ pub fn ensure_default(db: &mut Db, paths: &Paths) -> Result<NetworkRecord> {
         return Ok(n);
     }
     let taken = taken_subnets(db)?;
-    let subnet = if tag(paths).is_none() {
-        ipam::choose_subnet(ipam::bridge_candidates(), &taken)
-    } else {
-        None
-    }
-    .or_else(|| ipam::choose_subnet(ipam::user_candidates(), &taken))
-    .ok_or_else(|| {
-        ContainerError::Conflict("no free private subnet for the default bridge network".into())
-    })?;
+    let subnet = default_subnet(paths, &taken)?;
     let id = crate::random_hex().map_err(|e| ContainerError::Io {
         what: "reading",
         path: "/dev/urandom".into(),
@@ -1115,15 +1122,7 @@ fn check_subnets(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()> {
                 taken.push(other.subnet);
             }
         }
-        let subnet = if tag(paths).is_none() {
-            ipam::choose_subnet(ipam::bridge_candidates(), &taken)
-        } else {
-            None
-        }
-        .or_else(|| ipam::choose_subnet(ipam::user_candidates(), &taken))
-        .ok_or_else(|| {
-            ContainerError::Conflict("no free private subnet for the default bridge network".into())
-        })?;
+        let subnet = default_subnet(paths, &taken)?;
         let gateway = subnet.first_host().unwrap_or(subnet.addr);
         db.conn_ref()
             .execute(
