@@ -281,24 +281,26 @@ pub fn trim_heap() {
 pub fn drop_startup_pages() -> io::Result<usize> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut dropped = 0usize;
-    for vma in parse_smaps(&smaps) {
-        let droppable = vma.file_backed
-            && vma.perms.starts_with('r')
-            && !vma.perms.contains('w')
-            && vma.perms.ends_with('p')
-            && vma.anonymous_kb == 0;
-        if droppable && advise_dontneed(vma.start, vma.end) {
-            dropped += vma.end - vma.start;
-        }
-    }
     // The stack: everything more than 16 KiB below this frame (room for
     // the calls made from here).
     let here = &dropped as *const usize as usize;
     let page = 4096usize;
     let limit = (here.saturating_sub(16 << 10)) & !(page - 1);
-    if let Some(stack) = parse_smaps(&smaps).find(|v| v.name == "[stack]") {
-        if stack.start < limit && limit <= stack.end && advise_dontneed(stack.start, limit) {
-            dropped += limit - stack.start;
+    for vma in parse_smaps(&smaps) {
+        let (start, end) = if vma.name == "[stack]" {
+            (vma.start, limit)
+        } else if vma.file_backed
+            && vma.perms.starts_with('r')
+            && !vma.perms.contains('w')
+            && vma.perms.ends_with('p')
+            && vma.anonymous_kb == 0
+        {
+            (vma.start, vma.end)
+        } else {
+            continue;
+        };
+        if start < end && end <= vma.end && advise_dontneed(start, end) {
+            dropped += end - start;
         }
     }
     Ok(dropped)
