@@ -1375,11 +1375,7 @@ pub fn update(
     // A live monitor takes a new restart policy at the next exit.
     let run_dir = paths.run_dir(&rec.id);
     if run_dir.is_dir() && rec.state != state::EXITED && rec.state != state::CREATED {
-        let policy = if cfg.restart.name == "on-failure" && cfg.restart.max_retries > 0 {
-            format!("{}:{}", cfg.restart.name, cfg.restart.max_retries)
-        } else {
-            cfg.restart.name.clone()
-        };
+        let policy = proto::restart_file_text(&cfg.restart.name, cfg.restart.max_retries);
         let path = run_dir.join(proto::RESTART_FILE);
         berth_runtime::state::write_atomic(&path, policy.as_bytes())
             .map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))?;

@@ -86,6 +86,15 @@ pub const STOPPED_FILE: &str = "stopped";
 /// policy (`name` or `on-failure:N`) to apply from the next exit on.
 pub const RESTART_FILE: &str = "restart-policy";
 
+/// The text of [`RESTART_FILE`] for a policy.
+pub fn restart_file_text(name: &str, max_retries: u32) -> String {
+    if max_retries > 0 {
+        format!("{name}:{max_retries}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// A restart policy as [`RESTART_FILE`] holds it: `(name, max_retries)`.
 pub fn parse_restart_file(text: &str) -> Option<(String, u32)> {
     let t = text.trim();
@@ -262,6 +271,16 @@ pub struct LogLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_file_round_trip() {
+        for (name, max) in [("on-failure", 3), ("always", 0), ("no", 0)] {
+            let text = restart_file_text(name, max);
+            assert_eq!(parse_restart_file(&text), Some((name.to_string(), max)));
+        }
+        assert_eq!(restart_file_text("on-failure", 3), "on-failure:3");
+        assert_eq!(parse_restart_file(" \n"), None);
+    }
 
     #[test]
     fn frames_round_trip_whole_and_in_pieces() {
