@@ -57,24 +57,8 @@ pub struct CreateArgs {
     /// Automatically remove the container when it exits
     #[arg(long)]
     pub rm: bool,
-    /// Memory limit
-    #[arg(short, long)]
-    pub memory: Option<String>,
-    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
-    #[arg(long = "memory-swap", allow_hyphen_values = true)]
-    pub memory_swap: Option<String>,
-    /// Number of CPUs
-    #[arg(long)]
-    pub cpus: Option<f64>,
-    /// CPU shares (relative weight)
-    #[arg(short = 'c', long = "cpu-shares")]
-    pub cpu_shares: Option<u64>,
-    /// CPUs in which to allow execution (0-3, 0,1)
-    #[arg(long = "cpuset-cpus")]
-    pub cpuset_cpus: Option<String>,
-    /// Tune container pids limit (set -1 for unlimited)
-    #[arg(long = "pids-limit", allow_hyphen_values = true)]
-    pub pids_limit: Option<i64>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     /// Ulimit options
     #[arg(long)]
     pub ulimit: Vec<String>,
@@ -477,22 +461,7 @@ pub fn config_from(a: &CreateArgs, detach: bool) -> anyhow::Result<ContainerConf
             .map(|d| parse_device(d))
             .collect::<Result<_, _>>()?,
         mounts,
-        resources: berth_engine::config::Resources {
-            memory: a
-                .memory
-                .as_deref()
-                .map(|m| memory_bytes(m, "--memory"))
-                .transpose()?,
-            memory_swap: a
-                .memory_swap
-                .as_deref()
-                .map(|m| memory_bytes(m, "--memory-swap"))
-                .transpose()?,
-            nano_cpus: a.cpus.map(|c| (c * 1e9) as i64),
-            cpu_shares: a.cpu_shares,
-            cpuset_cpus: a.cpuset_cpus.clone(),
-            pids_limit: a.pids_limit,
-        },
+        resources: a.resources.limits()?,
         ulimits: a
             .ulimit
             .iter()
@@ -882,12 +851,7 @@ fn dummy_args(cfg: &ContainerConfig) -> CreateArgs {
         hostname: None,
         restart: "no".into(),
         rm: cfg.auto_remove,
-        memory: None,
-        memory_swap: None,
-        cpus: None,
-        cpu_shares: None,
-        cpuset_cpus: None,
-        pids_limit: None,
+        resources: ResourceFlags::default(),
         ulimit: vec![],
         read_only: false,
         tmpfs: vec![],
@@ -1717,12 +1681,13 @@ pub fn stats(
 }
 
 // `update`'s flags.
-#[derive(Args, Debug, Clone)]
-pub struct UpdateArgs {
+// The resource limits `run`, `create` and `update` take.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ResourceFlags {
     /// Memory limit
     #[arg(short, long)]
     pub memory: Option<String>,
-    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
     #[arg(long = "memory-swap", allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
     /// Number of CPUs
@@ -1737,6 +1702,34 @@ pub struct UpdateArgs {
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+}
+
+impl ResourceFlags {
+    /// The limits asked for; a limit whose flag is absent is `None`.
+    pub fn limits(&self) -> anyhow::Result<berth_engine::config::Resources> {
+        Ok(berth_engine::config::Resources {
+            memory: self
+                .memory
+                .as_deref()
+                .map(|m| memory_bytes(m, "--memory"))
+                .transpose()?,
+            memory_swap: self
+                .memory_swap
+                .as_deref()
+                .map(|m| memory_bytes(m, "--memory-swap"))
+                .transpose()?,
+            nano_cpus: self.cpus.map(|c| (c * 1e9) as i64),
+            cpu_shares: self.cpu_shares,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            pids_limit: self.pids_limit,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     /// Restart policy to apply when a container exits
     #[arg(long)]
     pub restart: Option<String>,
@@ -1749,18 +1742,11 @@ pub struct UpdateArgs {
 pub fn update(store: &mut ImageStore, paths: &Paths, a: &UpdateArgs) -> i32 {
     let parsed = (|| -> anyhow::Result<_> {
         Ok((
-            a.memory
-                .as_deref()
-                .map(|m| memory_bytes(m, "--memory"))
-                .transpose()?,
-            a.memory_swap
-                .as_deref()
-                .map(|m| memory_bytes(m, "--memory-swap"))
-                .transpose()?,
+            a.resources.limits()?,
             a.restart.as_deref().map(parse_restart).transpose()?,
         ))
     })();
-    let (memory, swap, restart) = match parsed {
+    let (limits, restart) = match parsed {
         Ok(p) => p,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -1770,24 +1756,13 @@ pub fn update(store: &mut ImageStore, paths: &Paths, a: &UpdateArgs) -> i32 {
     each(store, paths, &a.containers, |s, p, rec| {
         ctr::update(s, p, rec, |cfg| {
             let r = &mut cfg.resources;
-            if memory.is_some() {
-                r.memory = memory;
-            }
-            if swap.is_some() {
-                r.memory_swap = swap;
-            }
-            if let Some(c) = a.cpus {
-                r.nano_cpus = Some((c * 1e9) as i64);
-            }
-            if a.cpu_shares.is_some() {
-                r.cpu_shares = a.cpu_shares;
-            }
-            if a.cpuset_cpus.is_some() {
-                r.cpuset_cpus = a.cpuset_cpus.clone();
-            }
-            if a.pids_limit.is_some() {
-                r.pids_limit = a.pids_limit;
-            }
+            let l = limits.clone();
+            r.memory = l.memory.or(r.memory);
+            r.memory_swap = l.memory_swap.or(r.memory_swap);
+            r.nano_cpus = l.nano_cpus.or(r.nano_cpus);
+            r.cpu_shares = l.cpu_shares.or(r.cpu_shares);
+            r.cpuset_cpus = l.cpuset_cpus.or(r.cpuset_cpus.take());
+            r.pids_limit = l.pids_limit.or(r.pids_limit);
             if let Some(rp) = &restart {
                 cfg.restart = rp.clone();
             }
