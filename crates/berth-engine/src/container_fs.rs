@@ -31,7 +31,9 @@ use crate::containers::{self, state, ContainerError, Paths};
 use crate::db::{ContainerRecord, ImageRecord};
 use crate::images::{unpack_layer, ImageError, ImageStore, NewImage, NewLayer, Unpacked};
 use berth_image::digest::Digest;
-use berth_image::layer::{self, ApplyOptions, Compression, DiffOptions, LayerError};
+use berth_image::layer::{
+    self, pax_record, ApplyOptions, Compression, DiffOptions, LayerError, MAX_OCTAL_12, MAX_OCTAL_8,
+};
 use berth_image::layers::PendingLayer;
 use berth_image::manifest;
 use berth_image::overlay::{self, OverlayError, OverlayPlan};
@@ -1675,26 +1677,6 @@ impl<W: Write> Write for Counting<W> {
         self.inner.flush()
     }
 }
-
-/// Append one PAX record (`<len> <key>=<value>\n`).
-fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    let rest = key.len() + value.len() + 3;
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
-}
-
-/// Largest value of a 12-byte octal ustar field (size, mtime).
-const MAX_OCTAL_12: u64 = 0o777_7777_7777;
-/// Largest value of an 8-byte octal ustar field (uid, gid).
-const MAX_OCTAL_8: u64 = 0o7_777_777;
 
 /// One tar entry to write.
 struct TarEntry<'a> {

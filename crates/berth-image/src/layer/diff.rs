@@ -12,6 +12,7 @@
 //! (a running container) cannot make the walk leave it.
 
 use super::compress::{Encoder, HashingWriter};
+use super::{pax_record, MAX_OCTAL_12, MAX_OCTAL_8};
 use super::{DiffOptions, DiffStats, LayerError};
 use berth_sys::fd::proc_path;
 use nix::errno::Errno;
@@ -25,11 +26,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
-
-/// Largest value of a 12-byte octal ustar field (size, mtime).
-const MAX_OCTAL_12: u64 = 0o777_7777_7777;
-/// Largest value of an 8-byte octal ustar field (uid, gid).
-const MAX_OCTAL_8: u64 = 0o7_777_777;
 
 /// Write the changes held in the overlay upper directory `upper` to `out`
 /// as a layer tar (compressed as `opts` says).
@@ -128,21 +124,6 @@ fn read_xattrs(
         }
     }
     Ok(out)
-}
-
-/// Append one PAX record (`<len> <key>=<value>\n`) to `out`.
-fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
 }
 
 /// What one entry is, besides its stat data.

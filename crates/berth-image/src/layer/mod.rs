@@ -68,6 +68,27 @@ pub use diff::diff;
 
 use crate::digest::Digest;
 use std::io;
+
+/// Largest value of a 12-byte octal ustar field (size, mtime).
+pub const MAX_OCTAL_12: u64 = 0o777_7777_7777;
+/// Largest value of an 8-byte octal ustar field (uid, gid).
+pub const MAX_OCTAL_8: u64 = 0o7_777_777;
+
+/// Append one PAX record (`<len> <key>=<value>\n`) to `out`: what a tar
+/// writer puts in a PAX header for a field ustar cannot hold.
+pub fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
 use std::path::PathBuf;
 
 /// The most bytes of metadata (PAX records, GNU long names and sparse maps,
