@@ -4,6 +4,8 @@
 
 use std::process::{Command, Output};
 
+mod common;
+
 fn berth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
@@ -244,6 +246,7 @@ fn images_and_the_builtin_hello_world() {
     assert_eq!(o.status.code(), Some(1));
 
     // The image's content runs: a bundle whose rootfs is its layer.
+    let _cgroups = common::CgroupParentGuard;
     let layer = img["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(bundle.join("rootfs")).unwrap();

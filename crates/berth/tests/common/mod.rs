@@ -91,14 +91,29 @@ impl Drop for Store {
         // Networks: their bridges and the store's nftables table.
         let _ = self.cmd(&["network", "prune", "-f"]).output();
         let _ = std::fs::remove_dir_all(&self.run);
-        // The shared cgroup parent goes once empty (another test still
-        // using it keeps it: rmdir of a busy cgroup fails).
-        if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
-            for d in dirs.flatten() {
-                let _ = std::fs::remove_dir(d.path().join("berth"));
-            }
+        remove_empty_cgroup_parent();
+    }
+}
+
+/// Remove berth's shared `/berth` cgroup parent (which berth keeps for the
+/// next container) once it is empty: another test still using it keeps it,
+/// as rmdir of a busy cgroup fails.
+pub fn remove_empty_cgroup_parent() {
+    if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+        for d in dirs.flatten() {
+            let _ = std::fs::remove_dir(d.path().join("berth"));
         }
-        let _ = std::fs::remove_dir("/sys/fs/cgroup/berth");
+    }
+    let _ = std::fs::remove_dir("/sys/fs/cgroup/berth");
+}
+
+/// Calls [`remove_empty_cgroup_parent`] when dropped, for a test that runs
+/// containers without a [`Store`], also when it fails.
+pub struct CgroupParentGuard;
+
+impl Drop for CgroupParentGuard {
+    fn drop(&mut self) {
+        remove_empty_cgroup_parent();
     }
 }
 
