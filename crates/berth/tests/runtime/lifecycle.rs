@@ -474,6 +474,8 @@ fn spec_writes_a_valid_config() {
     let mut cfg = v;
     cfg["process"]["terminal"] = json!(false);
     cfg["process"]["args"] = sh("echo from-spec");
+    // In the test's own cgroup, which the harness removes with its parent.
+    cfg["linux"]["cgroupsPath"] = json!(c.cgroups_path);
     fs::write(
         c.bundle().join("config.json"),
         serde_json::to_vec(&cfg).unwrap(),
