@@ -626,6 +626,17 @@ pub fn start(
     rec: ContainerRecord,
     attach: bool,
 ) -> Result<Started> {
+    start_with(images, paths, rec, attach, None)
+}
+
+/// [`start`] with a monitor started ahead ([`prestart_monitor`]).
+pub fn start_with(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    attach: bool,
+    monitor: Option<Monitor>,
+) -> Result<Started> {
     let _lock = lock(paths, &rec.id)?;
     let rec = refresh(images, paths, rec)?;
     match rec.state.as_str() {
@@ -682,7 +693,7 @@ pub fn start(
         let _ = overlay::unmount(&rootfs);
         return Err(e);
     }
-    let started = launch(images, paths, rec, &cfg, attach);
+    let started = launch(images, paths, rec, &cfg, attach, monitor);
     if started.is_err() {
         let _ = overlay::unmount(&rootfs);
     }
@@ -695,6 +706,7 @@ fn launch(
     mut rec: ContainerRecord,
     cfg: &ContainerConfig,
     attach: bool,
+    monitor: Option<Monitor>,
 ) -> Result<Started> {
     let dir = paths.container_dir(&rec.id);
     let rootfs = paths.rootfs(&rec.id);
@@ -756,18 +768,6 @@ fn launch(
         }
     })?;
 
-    // The monitor: a readiness pipe, and an attach socket pair when asked.
-    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| ContainerError::Io {
-        what: "creating",
-        path: "a pipe".into(),
-        source: e.into(),
-    })?;
-    let (client, monitor_end) = if attach {
-        let (a, b) = UnixStream::pair().map_err(io("creating", Path::new("a socket pair")))?;
-        (Some(a), Some(OwnedFd::from(b)))
-    } else {
-        (None, None)
-    };
     let max_size = cfg
         .log_opts
         .get("max-size")
@@ -788,6 +788,10 @@ fn launch(
         "-v".to_string(),
         rec.id.clone(),
     ]);
+    let mut monitor = match monitor {
+        Some(m) if m.attach_fd.is_some() == attach => m,
+        _ => prestart_monitor(paths, attach)?,
+    };
     let args = MonitorArgs {
         id: rec.id.clone(),
         bundle,
@@ -805,45 +809,12 @@ fn launch(
         remove_command,
         rootfs: rootfs.clone(),
         cgroup: cgroup.clone(),
-        attach_fd: monitor_end.as_ref().map(|f| f.as_raw_fd()),
-        ready_fd: ready_w.as_raw_fd(),
+        attach_fd: monitor.attach_fd,
+        ready_fd: monitor.ready_fd,
         net_root: net.netns.is_some().then(|| paths.root.clone()),
     };
-    let json = serde_json::to_string(&args).map_err(|e| ContainerError::Invalid(e.to_string()))?;
-    // Both descriptors cross into the monitor by number.
-    for fd in [
-        Some(ready_w.as_raw_fd()),
-        monitor_end.as_ref().map(|m| m.as_raw_fd()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        berth_sys::fd::clear_cloexec(fd).map_err(io("passing a descriptor to", &paths.monitor))?;
-    }
-    // Started from a read-only bind of its binary, the monitor is
-    // protected (CVE-2019-5736) without re-executing itself.
-    let protected = berth_sys::sealed::protected_bind(&paths.monitor)
-        .and_then(|fd| berth_sys::fd::clear_cloexec(fd.as_raw_fd()).map(|()| fd))
-        .ok();
-    let program = match &protected {
-        Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-        None => paths.monitor.clone(),
-    };
-    let mut cmd = std::process::Command::new(&program);
-    std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
-    cmd.arg(json)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // Its own process group: the terminal's Ctrl-C is not for it.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().map_err(io("starting", &paths.monitor))?;
-    drop(protected);
-    drop(ready_w);
-    drop(monitor_end);
-    let monitor_pid = child.id() as i64;
-    // The monitor outlives us; it is reaped by whoever inherits it.
-    std::mem::forget(child);
+    let json = serde_json::to_vec(&args).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    let (monitor_pid, ready_r, client) = monitor.go(&json, &paths.monitor)?;
     let mut line = String::new();
     BufReader::new(File::from(ready_r))
         .read_line(&mut line)
@@ -894,6 +865,100 @@ impl Drop for NetGuard<'_, '_> {
             let _ = crate::networks::teardown(&mut images.db, self.paths, &self.id);
         }
     }
+}
+
+/// A `berth-monitor` started before it knows its container: it execs and
+/// loads while the caller opens the store, creates the container and
+/// mounts its rootfs, then waits for its [`MonitorArgs`] on a pipe (the
+/// descriptor number is its one argument). Dropped unused, it reads the
+/// end of the pipe and exits; it is reaped here.
+pub struct Monitor {
+    pid: i64,
+    args: Option<File>,
+    ready_r: Option<OwnedFd>,
+    ready_fd: i32,
+    attach_fd: Option<i32>,
+    client: Option<UnixStream>,
+}
+
+impl Monitor {
+    /// Hand the monitor its arguments; its pid, the readiness pipe and the
+    /// caller's end of the attach connection.
+    fn go(&mut self, json: &[u8], path: &Path) -> Result<(i64, OwnedFd, Option<UnixStream>)> {
+        let mut args = self.args.take().unwrap_or_else(|| unreachable!());
+        args.write_all(json).map_err(io("writing to", path))?;
+        drop(args);
+        let ready = self.ready_r.take().unwrap_or_else(|| unreachable!());
+        Ok((self.pid, ready, self.client.take()))
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if self.args.take().is_some() {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid as i32), None);
+        }
+    }
+}
+
+/// Start a monitor ahead of its container (see [`Monitor`]); `attach` makes
+/// the socket pair of a caller that streams the container from its start.
+pub fn prestart_monitor(paths: &Paths, attach: bool) -> Result<Monitor> {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Io {
+            what: "creating",
+            path: "a pipe".into(),
+            source: e.into(),
+        })
+    };
+    let (ready_r, ready_w) = pipe()?;
+    let (args_r, args_w) = pipe()?;
+    let (client, monitor_end) = if attach {
+        let (a, b) = UnixStream::pair().map_err(io("creating", Path::new("a socket pair")))?;
+        (Some(a), Some(OwnedFd::from(b)))
+    } else {
+        (None, None)
+    };
+    // The descriptors cross into the monitor by number.
+    for fd in [
+        Some(ready_w.as_raw_fd()),
+        Some(args_r.as_raw_fd()),
+        monitor_end.as_ref().map(|m| m.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        berth_sys::fd::clear_cloexec(fd).map_err(io("passing a descriptor to", &paths.monitor))?;
+    }
+    // Started from a read-only bind of its binary, the monitor is
+    // protected (CVE-2019-5736) without re-executing itself.
+    let protected = berth_sys::sealed::protected_bind(&paths.monitor)
+        .and_then(|fd| berth_sys::fd::clear_cloexec(fd.as_raw_fd()).map(|()| fd))
+        .ok();
+    let program = match &protected {
+        Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        None => paths.monitor.clone(),
+    };
+    let mut cmd = std::process::Command::new(&program);
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
+    cmd.arg(args_r.as_raw_fd().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // Its own process group: the terminal's Ctrl-C is not for it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(io("starting", &paths.monitor))?;
+    let pid = child.id() as i64;
+    // The monitor outlives us; it is reaped by whoever inherits it.
+    std::mem::forget(child);
+    Ok(Monitor {
+        pid,
+        args: Some(File::from(args_w)),
+        ready_r: Some(ready_r),
+        ready_fd: ready_w.as_raw_fd(),
+        attach_fd: monitor_end.as_ref().map(|m| m.as_raw_fd()),
+        client,
+    })
 }
 
 /// Create the working directory inside the rootfs when it is missing, as

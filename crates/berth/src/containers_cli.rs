@@ -526,7 +526,12 @@ pub fn create(store: &mut ImageStore, paths: &Paths, a: &CreateArgs) -> i32 {
 }
 
 /// `run`.
-pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
+pub fn run(
+    store: &mut ImageStore,
+    paths: &Paths,
+    a: &RunArgs,
+    monitor: Option<ctr::Monitor>,
+) -> i32 {
     let created = (|| -> anyhow::Result<ContainerRecord> {
         check_pull(store, &a.create)?;
         let cfg = config_from(&a.create, a.detach)?;
@@ -537,7 +542,7 @@ pub fn run(store: &mut ImageStore, paths: &Paths, a: &RunArgs) -> i32 {
         Err(e) => return report("berth: ", &e),
     };
     let attach = !a.detach;
-    let started = match ctr::start(store, paths, rec.clone(), attach) {
+    let started = match ctr::start_with(store, paths, rec.clone(), attach, monitor) {
         Ok(s) => s,
         Err(e) => {
             let code = e.exit_code();

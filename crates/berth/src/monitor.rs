@@ -28,21 +28,37 @@ use std::time::{Duration, Instant};
 
 /// Entry point of the `berth-monitor` binary.
 pub fn main() -> i32 {
-    let Some(raw) = std::env::args().nth(1) else {
+    // Started through /proc/self/fd/N, the kernel named the process "N".
+    let _ = nix::sys::prctl::set_name(c"berth-monitor");
+    // The one argument: the descriptor of a pipe that brings the
+    // arguments once the starting command has them (it starts the monitor
+    // first, so that both get ready at once).
+    let Some(fd) = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse::<RawFd>().ok())
+    else {
         eprintln!("berth-monitor: started by berth, not by hand");
         return 2;
     };
-    let args: MonitorArgs = match serde_json::from_str(&raw) {
+    // The container's processes must never be able to reach this binary
+    // through /proc/<pid>/exe (CVE-2019-5736). The re-exec keeps our
+    // inherited descriptors.
+    let protected = berth_sys::sealed::ensure_protected();
+    let mut raw = Vec::new();
+    if let Ok(pipe) = berth_sys::fd::take_inherited(fd) {
+        let _ = File::from(pipe).read_to_end(&mut raw);
+    }
+    // An empty pipe: the command gave up before it had a container.
+    if raw.is_empty() {
+        return 0;
+    }
+    let args: MonitorArgs = match serde_json::from_slice(&raw) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("berth-monitor: bad arguments: {e}");
             return 2;
         }
     };
-    // The container's processes must never be able to reach this binary
-    // through /proc/<pid>/exe (CVE-2019-5736). The re-exec keeps our
-    // inherited descriptors.
-    let protected = berth_sys::sealed::ensure_protected();
     let mut ready = berth_sys::fd::take_inherited(args.ready_fd)
         .ok()
         .map(File::from);

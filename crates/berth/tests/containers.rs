@@ -219,6 +219,24 @@ fn names_are_unique_and_checked() {
     );
     // Only the one good container exists.
     assert_eq!(s.ok(&["ps", "-aq"]).lines().count(), 1);
+    // `run` starts its monitor before it makes the container; when making
+    // it fails, that monitor ends with the command instead of being left
+    // behind (an orphan would be handed to this process, a subreaper).
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let o = s.run(&["run", "--name", "one", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let me = std::process::id().to_string();
+    let orphans: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|st| {
+            let after = st.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+            after.split(' ').nth(1) == Some(me.as_str())
+        })
+        .collect();
+    assert!(orphans.is_empty(), "left behind: {orphans:?}");
 }
 
 #[test]

@@ -720,8 +720,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cmd {
         Cmd::Container { .. } => unreachable_container(),
         Cmd::Run(a) => {
+            let paths = paths()?;
+            // The monitor gets ready while the store opens and the
+            // container is made; a failure here is tried again at start.
+            let monitor = berth_engine::containers::prestart_monitor(&paths, !a.detach).ok();
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
-            Ok(containers_cli::run(&mut store, &paths()?, &a))
+            Ok(containers_cli::run(&mut store, &paths, &a, monitor))
         }
         Cmd::Create(a) => {
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
