@@ -40,7 +40,7 @@ use berth_image::overlay::{self, OverlayError, OverlayPlan};
 use berth_image::reference::Reference;
 use berth_sys::fd::{open_in_root, proc_path};
 use nix::errno::Errno;
-use nix::fcntl::{openat, readlinkat, AtFlags, Flock, FlockArg, OFlag};
+use nix::fcntl::{openat, readlinkat, AtFlags, Flock, OFlag};
 use nix::sys::stat::{
     fchmod, fchmodat, fstat, fstatat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags,
     FileStat, Mode, SFlag, UtimensatFlags,
@@ -308,18 +308,7 @@ fn is_up(rec: &ContainerRecord) -> bool {
 /// The container's lock (the one `start`, `stop` and `rm` hold), so that a
 /// stopped container is not started while its layers are mounted here.
 fn lock(paths: &Paths, id: &str) -> Result<Flock<File>> {
-    let p = paths.container_dir(id).join(".lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(io_err("opening", &p.display()))?;
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| FsError::Io {
-        what: "locking",
-        path: p.display().to_string(),
-        source: e.into(),
-    })
+    Ok(crate::containers::lock(paths, id)?)
 }
 
 /// The image a container was made from.

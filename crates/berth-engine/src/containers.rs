@@ -15,7 +15,7 @@
 //! container runs; [`refresh`] copies its `state.json` into the row, and
 //! marks the container exited when its monitor died.
 
-use crate::config::{ContainerConfig, NetworkMode};
+use crate::config::ContainerConfig;
 use crate::db::{ContainerRecord, DbError};
 use crate::images::{ImageError, ImageStore};
 use crate::monitor_proto::{self as proto, Kind, MonitorArgs, MonitorState};
@@ -115,8 +115,20 @@ impl Paths {
         self.container_dir(id).join(format!("{id}-json.log"))
     }
 
+    /// Where the rootfs is mounted while the container runs: in the run
+    /// directory (tmpfs), like everything else that lives only as long as
+    /// a start. On the store's disk a container is its upper and work dirs
+    /// and its log: each file made there and deleted again slows the next
+    /// file made on a busy ext4 without a journal, whose inode allocator
+    /// steps over every inode freed in the last 30 seconds.
     pub fn rootfs(&self, id: &str) -> PathBuf {
-        self.container_dir(id).join("merged")
+        self.run_dir(id).join("merged")
+    }
+
+    /// The container's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`
+    /// (`name`), written at each start (and kept current while it runs).
+    pub fn etc_file(&self, id: &str, name: &str) -> PathBuf {
+        self.run_dir(id).join(name)
     }
 }
 
@@ -240,15 +252,30 @@ fn image_defaults(images: &ImageStore, image_id: &str) -> Result<spec::ImageDefa
     Ok(spec::ImageDefaults::from_config(&cfg))
 }
 
-/// Hold a container's lock (start, stop, remove one at a time).
-fn lock(paths: &Paths, id: &str) -> Result<Flock<File>> {
-    let p = paths.container_dir(id).join(".lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(io("opening", &p))?;
+/// Hold a container's lock (start, stop, remove one at a time). The lock
+/// file is in the run directory, made again for a container that has one
+/// on disk (after a reboot).
+pub(crate) fn lock(paths: &Paths, id: &str) -> Result<Flock<File>> {
+    let p = paths.run_dir(id).join(".lock");
+    let open = || {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+    };
+    let f = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = paths.container_dir(id);
+            if !dir.exists() {
+                return Err(io("opening", &dir)(e));
+            }
+            std::fs::create_dir_all(paths.run_dir(id)).map_err(io("creating", &p))?;
+            open()
+        }
+        r => r,
+    }
+    .map_err(io("opening", &p))?;
     Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| ContainerError::Io {
         what: "locking",
         path: p,
@@ -419,7 +446,7 @@ fn finish_create(
     rec: ContainerRecord,
     cfg: &ContainerConfig,
 ) -> Result<ContainerRecord> {
-    let made = make_dirs(paths, &rec, cfg).and_then(|()| {
+    let made = make_dirs(paths, &rec).and_then(|()| {
         for v in volume_names(cfg) {
             images.db.use_volume(&rec.id, &v)?;
         }
@@ -429,69 +456,21 @@ fn finish_create(
         Ok(()) => Ok(rec),
         Err(e) => {
             let _ = std::fs::remove_dir_all(paths.container_dir(&rec.id));
+            let _ = std::fs::remove_dir_all(paths.run_dir(&rec.id));
             let _ = images.db.delete_container(&rec.id);
             Err(e)
         }
     }
 }
 
-fn make_dirs(paths: &Paths, rec: &ContainerRecord, cfg: &ContainerConfig) -> Result<()> {
+fn make_dirs(paths: &Paths, rec: &ContainerRecord) -> Result<()> {
     let dir = paths.container_dir(&rec.id);
-    for sub in ["upper", "work", "merged"] {
+    for sub in ["upper", "work"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
     }
-    let hostname = cfg
-        .hostname
-        .clone()
-        .unwrap_or_else(|| rec.id[..12].to_string());
-    let files = [
-        ("hostname", format!("{hostname}\n")),
-        ("hosts", hosts_file(&hostname, &cfg.network)),
-        ("resolv.conf", resolv_conf(&cfg.network)),
-    ];
-    for (name, text) in files {
-        let p = dir.join(name);
-        std::fs::write(&p, text).map_err(io("writing", &p))?;
-    }
-    Ok(())
-}
-
-fn hosts_file(hostname: &str, net: &NetworkMode) -> String {
-    if *net == NetworkMode::Host {
-        if let Ok(h) = std::fs::read_to_string("/etc/hosts") {
-            return h;
-        }
-    }
-    let _ = hostname;
-    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
-}
-
-/// The host's resolv.conf; without host networking, without loopback
-/// name servers (they would not answer inside the container).
-fn resolv_conf(net: &NetworkMode) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if *net == NetworkMode::Host {
-        return host;
-    }
-    let mut out = String::new();
-    let mut servers = 0;
-    for line in host.lines() {
-        let t = line.trim();
-        if let Some(addr) = t.strip_prefix("nameserver") {
-            let addr = addr.trim();
-            if addr.starts_with("127.") || addr == "::1" {
-                continue;
-            }
-            servers += 1;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if servers == 0 && *net == NetworkMode::Default {
-        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-    }
-    out
+    let run = paths.run_dir(&rec.id);
+    std::fs::create_dir_all(&run).map_err(io("creating", &run))
 }
 
 /// Find a container by full ID, name, or unique ID prefix, as Docker does;
@@ -672,6 +651,7 @@ pub fn start_with(
     let _ = std::fs::remove_file(run_dir.join(proto::RESTART_FILE));
     // The rootfs: the image's layers (top first) under the upper dir.
     let rootfs = paths.rootfs(&rec.id);
+    std::fs::create_dir_all(&rootfs).map_err(io("creating", &rootfs))?;
     let lowers: Vec<PathBuf> = image
         .layers
         .iter()
@@ -708,7 +688,6 @@ fn launch(
     attach: bool,
     monitor: Option<Monitor>,
 ) -> Result<Started> {
-    let dir = paths.container_dir(&rec.id);
     let rootfs = paths.rootfs(&rec.id);
     let defaults = image_defaults(images, &rec.image_id)?;
     let user = spec::resolve_user(
@@ -722,9 +701,9 @@ fn launch(
     make_workdir(&rootfs, &spec::working_dir(cfg, &defaults)?)?;
     let cgroup = format!("/berth/{}", rec.id);
     let (hostname, hosts, resolv) = (
-        dir.join("hostname"),
-        dir.join("hosts"),
-        dir.join("resolv.conf"),
+        paths.etc_file(&rec.id, "hostname"),
+        paths.etc_file(&rec.id, "hosts"),
+        paths.etc_file(&rec.id, "resolv.conf"),
     );
     let init_path = if cfg.init {
         Some(ensure_init(paths)?)

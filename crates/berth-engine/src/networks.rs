@@ -986,11 +986,10 @@ pub fn setup(
                 PathBuf::from(format!("/proc/{}/ns/net", target.pid))
             };
             // Its hosts and resolv.conf are the target's.
-            let dir = paths.container_dir(&rec.id);
-            let tdir = paths.container_dir(&target.id);
+            write_hostname(paths, rec, cfg)?;
             for f in ["hosts", "resolv.conf"] {
-                if let Ok(t) = std::fs::read(tdir.join(f)) {
-                    write_in_place(&dir.join(f), &t)?;
+                if let Ok(t) = std::fs::read(paths.etc_file(&target.id, f)) {
+                    write_in_place(&paths.etc_file(&rec.id, f), &t)?;
                 }
             }
             return Ok(NetSetup { netns: Some(ns) });
@@ -1656,10 +1655,11 @@ pub fn write_files(
     rec: &ContainerRecord,
     cfg: &ContainerConfig,
 ) -> Result<()> {
-    let dir = paths.container_dir(&rec.id);
-    if !dir.exists() {
+    // Not started since the host booted: the next start writes them.
+    if !paths.run_dir(&rec.id).exists() {
         return Ok(());
     }
+    write_hostname(paths, rec, cfg)?;
     let db = &mut images.db;
     let hostname = hostname_of(rec, cfg);
     let mut hosts = if cfg.network == NetworkMode::Host {
@@ -1692,9 +1692,14 @@ pub fn write_files(
         }
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
-    write_in_place(&dir.join("hosts"), hosts.as_bytes())?;
+    write_in_place(&paths.etc_file(&rec.id, "hosts"), hosts.as_bytes())?;
     let resolv = resolv_conf(cfg, &dns_servers);
-    write_in_place(&dir.join("resolv.conf"), resolv.as_bytes())
+    write_in_place(&paths.etc_file(&rec.id, "resolv.conf"), resolv.as_bytes())
+}
+
+fn write_hostname(paths: &Paths, rec: &ContainerRecord, cfg: &ContainerConfig) -> Result<()> {
+    let name = format!("{}\n", hostname_of(rec, cfg));
+    write_in_place(&paths.etc_file(&rec.id, "hostname"), name.as_bytes())
 }
 
 fn resolv_conf(cfg: &ContainerConfig, embedded: &[IpAddr]) -> String {

@@ -402,8 +402,8 @@ impl Monitor {
         for c in &claimants {
             wait_hangup(c, Duration::from_secs(60));
         }
-        let container_dir = self.args.rootfs.parent().unwrap_or(&self.args.rootfs);
-        let gone = std::fs::symlink_metadata(container_dir).is_err();
+        // Removing a container removes its run directory last.
+        let gone = std::fs::symlink_metadata(&self.args.run_dir).is_err();
         if self.args.auto_remove && !gone && !self.args.remove_command.is_empty() {
             let mut cmd = std::process::Command::new(&self.args.remove_command[0]);
             cmd.args(&self.args.remove_command[1..])

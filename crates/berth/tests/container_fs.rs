@@ -60,9 +60,11 @@ impl Store {
         let dir = self.root().join("containers").join(self.id(name));
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let running = self.ok(&["inspect", "-f", "{{.State.Running}}", name]);
+        let merged = self.ok(&["inspect", "-f", "{{.GraphDriver.Data.MergedDir}}", name]);
         for l in mounts.lines() {
             let mp = l.split_whitespace().nth(4).unwrap_or("");
-            if running.trim() == "true" && Path::new(mp) == dir.join("merged") {
+            if mp == merged.trim() {
+                assert_eq!(running.trim(), "true", "left mounted: {l}");
                 continue;
             }
             assert!(!mp.starts_with(dir.to_str().unwrap()), "left mounted: {l}");
