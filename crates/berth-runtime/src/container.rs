@@ -987,6 +987,8 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
             .map(|t| ns_proc_name(*t).to_string())
             .collect(),
         use_terminal: prep.init.process.terminal,
+        poststart_hooks: Some(!prep.hooks.poststart.is_empty()),
+        poststop_hooks: Some(!prep.hooks.poststop.is_empty()),
     };
     saved.store(&dir)?;
 
@@ -1255,7 +1257,11 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     let _ = std::fs::remove_file(&fifo);
     wait_exec(&f);
     drop(f);
-    let hooks = hooks_of(&saved_spec(&dir)?);
+    let hooks = if saved.poststart_hooks == Some(false) {
+        HookSet::default()
+    } else {
+        hooks_of(&saved_spec(&dir)?)
+    };
     if !hooks.poststart.is_empty() {
         let st = hook_state(
             id,
@@ -1370,7 +1376,11 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         });
     }
     saved.cgroup.destroy()?;
-    let hooks = saved_spec(&dir).map(|s| hooks_of(&s)).unwrap_or_default();
+    let hooks = if saved.poststop_hooks == Some(false) {
+        HookSet::default()
+    } else {
+        saved_spec(&dir).map(|s| hooks_of(&s)).unwrap_or_default()
+    };
     std::fs::remove_dir_all(&dir).ctx(|| format!("{}", dir.display()))?;
     if !hooks.poststop.is_empty() {
         let st = hook_state(id, Status::Stopped, 0, &saved.bundle, &saved.annotations);

@@ -57,6 +57,13 @@ pub struct Saved {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub use_terminal: bool,
+    /// Whether the spec has poststart and poststop hooks, so that `start`
+    /// and `delete` read the saved spec only when it has some (`None` in
+    /// a state written before this was kept: read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poststart_hooks: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poststop_hooks: Option<bool>,
 }
 
 /// The state as `runc state` prints it (the spec's state plus runc's fields).
