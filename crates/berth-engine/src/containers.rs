@@ -125,10 +125,38 @@ impl Paths {
         self.run_dir(id).join("merged")
     }
 
+    /// Where a removed container's directory is moved to be deleted (its
+    /// row is gone by then): deleting it is the slowest part of a removal,
+    /// and a `run --rm` leaves it to the monitor after the command has
+    /// returned. What is left there is deleted when a store opens.
+    pub fn trash_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(TRASH).join(id)
+    }
+
     /// The container's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`
     /// (`name`), written at each start (and kept current while it runs).
     pub fn etc_file(&self, id: &str, name: &str) -> PathBuf {
         self.run_dir(id).join(name)
+    }
+}
+
+const TRASH: &str = ".trash";
+
+/// Delete whatever removals left in the trash of the store at `root` (a
+/// monitor killed before it deleted the directory of its `run --rm`).
+pub fn clear_trash(root: &Path) {
+    if let Ok(entries) = std::fs::read_dir(root.join("containers").join(TRASH)) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Delete a container's directory from the trash.
+pub fn delete_trash(trash: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(trash) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", trash)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -787,6 +815,7 @@ fn launch(
         auto_remove: cfg.auto_remove,
         remove_command,
         rootfs: rootfs.clone(),
+        trash_dir: paths.trash_dir(&rec.id),
         cgroup: cgroup.clone(),
         attach_fd: monitor.attach_fd,
         ready_fd: monitor.ready_fd,
@@ -1204,20 +1233,62 @@ pub fn remove_with_volumes(
     force: bool,
     volumes: bool,
 ) -> Result<()> {
-    let anon: Vec<String> = if volumes {
-        let cfg = config_of(&rec).unwrap_or_default();
-        volume_names(&cfg)
-            .into_iter()
-            .filter(|n| is_anonymous_volume(images, n))
-            .collect()
+    let anon = if volumes {
+        anonymous_volumes(images, &rec)
     } else {
         Vec::new()
     };
     remove_container(images, paths, rec, force)?;
-    for v in anon {
+    remove_volumes(images, anon);
+    Ok(())
+}
+
+fn anonymous_volumes(images: &mut ImageStore, rec: &ContainerRecord) -> Vec<String> {
+    let cfg = config_of(rec).unwrap_or_default();
+    volume_names(&cfg)
+        .into_iter()
+        .filter(|n| is_anonymous_volume(images, n))
+        .collect()
+}
+
+fn remove_volumes(images: &mut ImageStore, names: Vec<String>) {
+    for v in names {
         // Still used by another container (--volumes-from): kept.
         let _ = crate::volumes::remove(images, &v);
     }
+}
+
+/// `run --rm` in the foreground, after the exit its monitor sent: remove
+/// the container as `rm -f -v` does, while the monitor removes the
+/// runtime's state and cgroups. Network, mount, row and run directory go
+/// first and the container's directory into the trash; then
+/// `monitor_cleaned` waits for the monitor, which says whether it will
+/// delete the directory after we hang up (else it is deleted here); the
+/// runtime's state is then only checked.
+pub fn remove_exited(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: ContainerRecord,
+    monitor_cleaned: impl FnOnce() -> bool,
+) -> Result<()> {
+    let lock = lock(paths, &rec.id)?;
+    let rec = refresh(images, paths, rec)?;
+    if matches!(
+        rec.state.as_str(),
+        state::RUNNING | state::RESTARTING | state::PAUSED
+    ) {
+        drop(lock);
+        return remove_with_volumes(images, paths, rec, true, true);
+    }
+    let anon = anonymous_volumes(images, &rec);
+    let trash = detach_stopped(images, paths, &rec)?;
+    let monitor_deletes = monitor_cleaned();
+    let _ = berth_runtime::delete(&paths.runtime(), &rec.id, true);
+    if let (Some(t), false) = (&trash, monitor_deletes) {
+        delete_trash(t)?;
+    }
+    drop(lock);
+    remove_volumes(images, anon);
     Ok(())
 }
 
@@ -1267,6 +1338,20 @@ fn remove_container(
 fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord) -> Result<()> {
     let root = paths.runtime();
     let _ = berth_runtime::delete(&root, &rec.id, true);
+    match detach_stopped(images, paths, rec)? {
+        Some(trash) => delete_trash(&trash),
+        None => Ok(()),
+    }
+}
+
+/// Remove a stopped container but for its runtime state: its network,
+/// rootfs mount, row and run directory; its directory is moved to the
+/// trash (returned) for the caller to delete.
+fn detach_stopped(
+    images: &mut ImageStore,
+    paths: &Paths,
+    rec: &ContainerRecord,
+) -> Result<Option<PathBuf>> {
     crate::networks::release(&mut images.db, paths, &rec.id)?;
     let rootfs = paths.rootfs(&rec.id);
     overlay::unmount(&rootfs).map_err(|e| ContainerError::Conflict(e.to_string()))?;
@@ -1274,13 +1359,24 @@ fn remove_stopped(images: &mut ImageStore, paths: &Paths, rec: &ContainerRecord)
     // the directories follow.
     images.db.delete_container(&rec.id)?;
     let dir = paths.container_dir(&rec.id);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("removing", &dir)(e)),
-    }
+    let trash = paths.trash_dir(&rec.id);
+    let moved = match trash.parent() {
+        Some(t) => std::fs::create_dir_all(t).and_then(|()| std::fs::rename(&dir, &trash)),
+        None => Ok(()),
+    };
+    let out = match moved {
+        Ok(()) => Some(trash),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Not movable (a trash entry in the way): deleted in place.
+        Err(_) => match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("removing", &dir)(e))
+            }
+            _ => None,
+        },
+    };
     let _ = std::fs::remove_dir_all(paths.run_dir(&rec.id));
-    Ok(())
+    Ok(out)
 }
 
 /// `pause`: freeze every process of a running container.

@@ -223,6 +223,7 @@ impl ImageStore {
         };
         s.blobs.cleanup_temp()?;
         s.layers.cleanup_temp()?;
+        crate::containers::clear_trash(root);
         Ok(s)
     }
 

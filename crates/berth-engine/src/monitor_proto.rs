@@ -43,6 +43,9 @@ pub struct MonitorArgs {
     pub remove_command: Vec<String>,
     /// The merged rootfs mount, unmounted after the last exit.
     pub rootfs: PathBuf,
+    /// Where a `run --rm` client moves the container's directory for the
+    /// monitor to delete after the client hangs up.
+    pub trash_dir: PathBuf,
     /// The container's cgroup path (as in the spec's `cgroupsPath`), where
     /// the kernel counts OOM kills.
     pub cgroup: String,
@@ -148,6 +151,11 @@ pub enum Kind {
     /// Client → monitor: stream output (a client that only waits sends
     /// nothing).
     Stream = 8,
+    /// Monitor → the client that claimed the removal, after Exit: the
+    /// runtime's state and cgroups are gone. The monitor then shuts its
+    /// side down and, once the client hangs up, deletes the container's
+    /// directory from the trash.
+    Cleaned = 9,
 }
 
 impl Kind {
@@ -162,6 +170,7 @@ impl Kind {
             6 => Kind::Exit,
             7 => Kind::ClaimRemoval,
             8 => Kind::Stream,
+            9 => Kind::Cleaned,
             _ => return None,
         })
     }

@@ -584,11 +584,24 @@ pub fn run(
     let id = started.record.id.clone();
     if let Ok(rec) = ctr::wait_stopped(store, paths, &id, Some(std::time::Duration::from_secs(5))) {
         if a.create.rm {
-            let _ = ctr::remove_with_volumes(store, paths, rec, true, true);
+            let _ = ctr::remove_exited(store, paths, rec, || monitor_cleaned(&mut conn));
         }
     }
     drop(conn);
     code
+}
+
+/// Wait until the monitor of a `run --rm` has removed the runtime's state
+/// (it then shuts its side of the connection); true if it said so, and so
+/// deletes the container's directory once we hang up.
+fn monitor_cleaned(conn: &mut UnixStream) -> bool {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+    let mut cleaned = false;
+    while let Ok(Some((kind, _))) = berth_engine::monitor_proto::read_frame(conn) {
+        cleaned |= kind == berth_engine::monitor_proto::Kind::Cleaned;
+    }
+    cleaned
 }
 
 /// Talk to a container's monitor: stream its output to ours, our stdin to

@@ -326,10 +326,7 @@ impl Monitor {
     fn run(&mut self) -> i32 {
         // The first start decides what the engine is told.
         match self.start_container() {
-            Ok(pid) => {
-                report(&mut self.ready, &format!("OK {pid}"));
-                settle();
-            }
+            Ok(pid) => report(&mut self.ready, &format!("OK {pid}")),
             Err((code, msg)) => {
                 report(&mut self.ready, &format!("ERR {code} {msg}"));
                 self.cleanup_runtime();
@@ -345,8 +342,19 @@ impl Monitor {
             self.state.oom_killed = oom;
             self.state.finished_at = now();
             self.state.pid = 0;
-            self.cleanup_runtime();
             let again = self.should_restart(code);
+            if !again && self.clients.iter().any(|c| c.claims_removal) {
+                // The client that removes the container learns the exit
+                // first and does its part of the removal while the
+                // runtime's state goes (nobody starts a --rm container
+                // again meanwhile).
+                self.save_state();
+                self.send_exit(code, oom);
+                self.cleanup_runtime();
+                self.send_cleaned();
+                break;
+            }
+            self.cleanup_runtime();
             if !again {
                 self.save_state();
                 self.send_exit(code, oom);
@@ -402,6 +410,8 @@ impl Monitor {
         for c in &claimants {
             wait_hangup(c, Duration::from_secs(60));
         }
+        // The directory a claimant moved to the trash.
+        let _ = berth_engine::containers::delete_trash(&self.args.trash_dir);
         // Removing a container removes its run directory last.
         let gone = std::fs::symlink_metadata(&self.args.run_dir).is_err();
         if self.args.auto_remove && !gone && !self.args.remove_command.is_empty() {
@@ -587,9 +597,10 @@ impl Monitor {
         let mut drain_until: Option<Instant> = None;
         // 16 KiB a read: enough for log throughput, and few pages resident.
         let mut buf = vec![0u8; 16 << 10];
-        // The first quiet second after a start gives back what starting
-        // (and the first exchanges with the engine) touched; after that the
-        // loop sleeps until something happens.
+        // A second after the start, what starting (and the first exchanges
+        // with the engine) touched is given back; not at once, so that a
+        // container that is over in a moment is not held up by it. After
+        // that the loop sleeps until something happens.
         let mut settled = false;
         loop {
             if let Some(until) = drain_until {
@@ -626,20 +637,22 @@ impl Monitor {
                     what.push(b'p');
                 }
             }
+            let settle_in = Duration::from_secs(1).saturating_sub(self.started.elapsed());
             let timeout = if drain_until.is_some() {
                 PollTimeout::from(50u16)
             } else if !settled {
-                PollTimeout::from(1000u16)
+                PollTimeout::from(u16::try_from(settle_in.as_millis()).unwrap_or(1000))
             } else {
                 PollTimeout::NONE
             };
-            match poll(&mut fds, timeout) {
-                Ok(0) if drain_until.is_none() && !settled => {
-                    drop(fds);
-                    settle();
-                    settled = true;
-                    continue;
-                }
+            let polled = poll(&mut fds, timeout);
+            if !settled && drain_until.is_none() && self.started.elapsed() >= Duration::from_secs(1)
+            {
+                settle();
+                settled = true;
+            }
+            match polled {
+                Ok(0) => continue,
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -856,6 +869,17 @@ impl Monitor {
     fn send_exit(&mut self, code: i32, oom: bool) {
         let f = proto::frame(Kind::Exit, &proto::exit_payload(code, oom));
         self.clients.retain_mut(|c| write_bounded(&c.stream, &f));
+    }
+
+    /// Tell the clients that claimed the removal that the runtime's state
+    /// is gone, and that nothing more comes (our side shut down).
+    fn send_cleaned(&mut self) {
+        let f = proto::frame(Kind::Cleaned, &[]);
+        for c in self.clients.iter().filter(|c| c.claims_removal) {
+            if write_bounded(&c.stream, &f) {
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            }
+        }
     }
 }
 

@@ -25,6 +25,74 @@ fn run_rm_hello_world() {
     assert_eq!(s.ok(&["ps", "-aq"]), "", "--rm removed it");
 }
 
+/// Names in `dir` starting with `prefix`.
+fn entries_with(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn run_rm_leaves_nothing_behind() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "/data",
+        "busybox",
+        "sh",
+        "-c",
+        "hostname; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let short = text(&o.stdout).trim().to_string();
+    assert_eq!(short.len(), 12, "{short}");
+    // Once the command has returned: no row, no anonymous volume, no run
+    // or runtime state, no cgroup, no mount.
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "");
+    for d in [s.run.join("containers"), s.run.join("runtime")] {
+        assert!(
+            entries_with(&d, &short).is_empty(),
+            "left in {}",
+            d.display()
+        );
+    }
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let d = h.path().join("berth");
+        assert!(
+            entries_with(&d, &short).is_empty(),
+            "left in {}",
+            d.display()
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&short), "{mounts}");
+    // Its directory went to the trash, which the monitor empties after
+    // the command hung up.
+    let containers = s.root().join("containers");
+    assert!(entries_with(&containers, &short).is_empty());
+    let trash = containers.join(".trash");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !entries_with(&trash, &short).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "left in the trash");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // What a killed monitor would leave there goes when a store opens.
+    std::fs::create_dir_all(trash.join("0123abcd/upper/x")).unwrap();
+    s.ok(&["ps"]);
+    assert!(entries_with(&trash, "").is_empty());
+}
+
 #[test]
 fn run_in_the_foreground_streams_output_and_returns_the_exit_code() {
     if !need_root() {
