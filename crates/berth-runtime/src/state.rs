@@ -142,7 +142,14 @@ impl Root {
 /// runtime state is volatile (it lives under /run and means nothing after a
 /// reboot), and a flush would cost a disk round trip per container.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A temporary name of this process and thread: two processes writing
+    // the same file (a cache entry made by parallel starts) never write
+    // into one temporary file, so each rename moves a whole file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     let mut f = std::fs::File::create(&tmp).ctx(|| format!("{}", tmp.display()))?;
     f.write_all(data).ctx(|| format!("{}", tmp.display()))?;
     drop(f);
