@@ -637,21 +637,23 @@ impl Monitor {
                     what.push(b'p');
                 }
             }
-            let settle_in = Duration::from_secs(1).saturating_sub(self.started.elapsed());
-            let timeout = if drain_until.is_some() {
-                PollTimeout::from(50u16)
-            } else if !settled {
-                PollTimeout::from(u16::try_from(settle_in.as_millis()).unwrap_or(1000))
-            } else {
-                PollTimeout::NONE
-            };
-            let polled = poll(&mut fds, timeout);
+            // Settling comes last before the wait, so that what the loop
+            // touches after it (every page of code read again comes back
+            // with its neighbours) is only the way into poll.
             if !settled && drain_until.is_none() && self.started.elapsed() >= Duration::from_secs(1)
             {
                 settle();
                 settled = true;
             }
-            match polled {
+            let timeout = if drain_until.is_some() {
+                PollTimeout::from(50u16)
+            } else if !settled {
+                let left = Duration::from_secs(1).saturating_sub(self.started.elapsed());
+                PollTimeout::from(u16::try_from(left.as_millis()).unwrap_or(1000))
+            } else {
+                PollTimeout::NONE
+            };
+            match poll(&mut fds, timeout) {
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
