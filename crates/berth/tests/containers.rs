@@ -94,6 +94,72 @@ fn run_rm_leaves_nothing_behind() {
 }
 
 #[test]
+fn the_etc_mount_points_come_from_the_init_layer() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    // busybox's /etc has no hosts, hostname or resolv.conf: the store's init
+    // layer gives the mount points, so nothing is made in the upper dir.
+    let id = s
+        .ok(&["run", "-d", "--hostname", "web", "busybox", "sleep", "100"])
+        .trim()
+        .to_string();
+    let o = s.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /etc/hostname; grep -c localhost /etc/hosts",
+    ]);
+    assert_eq!(o, "web\n2\n");
+    let upper = s.root().join("containers").join(&id).join("upper");
+    assert_eq!(
+        std::fs::read_dir(&upper).unwrap().count(),
+        0,
+        "upper is empty"
+    );
+    assert_eq!(s.ok(&["diff", &id]), "");
+    s.ok(&["rm", "-f", &id]);
+    // An image whose /etc is a symlink keeps it: no init layer hides it.
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path().join("r");
+    std::fs::create_dir(&r).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(busybox_tarball())
+        .arg("-C")
+        .arg(&r)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::rename(r.join("etc"), r.join("real-etc")).unwrap();
+    std::os::unix::fs::symlink("real-etc", r.join("etc")).unwrap();
+    let tar = tmp.path().join("sl.tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&r)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    s.ok(&["import", tar.to_str().unwrap(), "etclink"]);
+    let o = s.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "lnk",
+        "etclink",
+        "sh",
+        "-c",
+        "readlink /etc; cat /etc/hostname; ls /etc/passwd",
+    ]);
+    assert_eq!(o, "real-etc\nlnk\n/etc/passwd\n");
+}
+
+#[test]
 fn run_in_the_foreground_streams_output_and_returns_the_exit_code() {
     if !need_root() {
         return;
