@@ -17,19 +17,6 @@ use std::time::{Duration, Instant};
 
 /// What these tests add to the shared store.
 impl Store {
-    /// Run and expect exit 1; stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "berth {args:?}: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stderr)
-    }
-
     /// Run with `input` on stdin; the output.
     fn with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         let mut c = self.cmd(args);

@@ -45,28 +45,12 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "berth {args:?} failed ({:?}): {}{}",
-            o.status.code(),
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
+        common::succeeded(args, self.run(args))
     }
 
     /// Run, expect exit 1 and return stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "berth {args:?}: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stderr)
+        common::failed(args, self.run(args))
     }
 
     /// Trust `reg`'s CA through certs.d.

@@ -7,6 +7,30 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The stdout of `berth args`, which must have succeeded.
+pub fn succeeded(args: &[&str], o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "berth {args:?} failed ({:?}): {}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// The stderr of `berth args`, which must have exited with 1.
+pub fn failed(args: &[&str], o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "berth {args:?}: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stderr)
+}
+
 pub fn need_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
@@ -59,15 +83,12 @@ impl Store {
 
     /// Run and expect success; stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "berth {args:?} failed ({:?}): {}{}",
-            o.status.code(),
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
+        succeeded(args, self.run(args))
+    }
+
+    /// Run and expect exit 1; stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        failed(args, self.run(args))
     }
 
     /// The busybox image, as `busybox:latest`.
