@@ -174,8 +174,9 @@ fn init_layer(paths: &Paths, lowers: &[PathBuf]) -> Option<PathBuf> {
             Err(_) => continue,
         }
     }
+    // Renamed into place whole: there, it is complete.
     let dir = paths.root.join("containers").join(INIT_LAYER);
-    if ETC_FILES.iter().all(|f| dir.join("etc").join(f).is_file()) {
+    if dir.is_dir() {
         return Some(dir);
     }
     // Made aside and renamed into place: a start never sees half of it.
@@ -194,7 +195,7 @@ fn init_layer(paths: &Paths, lowers: &[PathBuf]) -> Option<PathBuf> {
     match made {
         Ok(()) => Some(dir),
         // Made meanwhile by another start.
-        Err(_) if ETC_FILES.iter().all(|f| dir.join("etc").join(f).is_file()) => Some(dir),
+        Err(_) if dir.is_dir() => Some(dir),
         Err(_) => None,
     }
 }

@@ -411,7 +411,9 @@ impl Monitor {
             wait_hangup(c, Duration::from_secs(60));
         }
         // The directory a claimant moved to the trash.
-        let _ = berth_engine::containers::delete_trash(&self.args.trash_dir);
+        if !claimants.is_empty() {
+            let _ = berth_engine::containers::delete_trash(&self.args.trash_dir);
+        }
         // Removing a container removes its run directory last.
         let gone = std::fs::symlink_metadata(&self.args.run_dir).is_err();
         if self.args.auto_remove && !gone && !self.args.remove_command.is_empty() {
