@@ -873,7 +873,9 @@ fn launch(
         net_root: net.netns.is_some().then(|| paths.root.clone()),
     };
     let json = serde_json::to_vec(&args).map_err(|e| ContainerError::Invalid(e.to_string()))?;
-    let (monitor_pid, ready_r, client) = monitor.go(&json, &paths.monitor)?;
+    let (monitor_pid, ready_r, client) = monitor.go(&json, &net.reserved, &paths.monitor)?;
+    // The monitor holds the published ports from here on.
+    drop(net);
     let mut line = String::new();
     BufReader::new(File::from(ready_r))
         .read_line(&mut line)
@@ -928,12 +930,13 @@ impl Drop for NetGuard<'_, '_> {
 
 /// A `berth-monitor` started before it knows its container: it execs and
 /// loads while the caller opens the store, creates the container and
-/// mounts its rootfs, then waits for its [`MonitorArgs`] on a pipe (the
-/// descriptor number is its one argument). Dropped unused, it reads the
-/// end of the pipe and exits; it is reaped here.
+/// mounts its rootfs, then waits for its [`MonitorArgs`] on a socket (the
+/// descriptor number is its one argument), which also brings it the
+/// sockets that hold the container's published ports. Dropped unused, it
+/// reads the end of the stream and exits; it is reaped here.
 pub struct Monitor {
     pid: i64,
-    args: Option<File>,
+    args: Option<UnixStream>,
     ready_r: Option<OwnedFd>,
     ready_fd: i32,
     attach_fd: Option<i32>,
@@ -941,11 +944,27 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Hand the monitor its arguments; its pid, the readiness pipe and the
-    /// caller's end of the attach connection.
-    fn go(&mut self, json: &[u8], path: &Path) -> Result<(i64, OwnedFd, Option<UnixStream>)> {
-        let mut args = self.args.take().unwrap_or_else(|| unreachable!());
-        args.write_all(json).map_err(io("writing to", path))?;
+    /// Hand the monitor its arguments and the descriptors it keeps; its
+    /// pid, the readiness pipe and the caller's end of the attach
+    /// connection.
+    fn go(
+        &mut self,
+        json: &[u8],
+        keep: &[OwnedFd],
+        path: &Path,
+    ) -> Result<(i64, OwnedFd, Option<UnixStream>)> {
+        use std::os::fd::AsFd;
+        let args = self.args.take().unwrap_or_else(|| unreachable!());
+        let fds: Vec<_> = keep.iter().map(|f| f.as_fd()).collect();
+        let mut batches = fds.chunks(berth_sys::fd::MAX_FDS_PER_MESSAGE);
+        berth_sys::fd::send_with_fds(args.as_fd(), json, batches.next().unwrap_or(&[]))
+            .map_err(io("writing to", path))?;
+        // More descriptors than one message carries come with a blank each
+        // (JSON allows trailing white space).
+        for batch in batches {
+            berth_sys::fd::send_with_fds(args.as_fd(), b" ", batch)
+                .map_err(io("writing to", path))?;
+        }
         drop(args);
         let ready = self.ready_r.take().unwrap_or_else(|| unreachable!());
         Ok((self.pid, ready, self.client.take()))
@@ -971,7 +990,8 @@ pub fn prestart_monitor(paths: &Paths, attach: bool) -> Result<Monitor> {
         })
     };
     let (ready_r, ready_w) = pipe()?;
-    let (args_r, args_w) = pipe()?;
+    let (args_w, args_r) =
+        UnixStream::pair().map_err(io("creating", Path::new("a socket pair")))?;
     let (client, monitor_end) = if attach {
         let (a, b) = UnixStream::pair().map_err(io("creating", Path::new("a socket pair")))?;
         (Some(a), Some(OwnedFd::from(b)))
@@ -1012,7 +1032,7 @@ pub fn prestart_monitor(paths: &Paths, attach: bool) -> Result<Monitor> {
     std::mem::forget(child);
     Ok(Monitor {
         pid,
-        args: Some(File::from(args_w)),
+        args: Some(args_w),
         ready_r: Some(ready_r),
         ready_fd: ready_w.as_raw_fd(),
         attach_fd: monitor_end.as_ref().map(|m| m.as_raw_fd()),

@@ -24,8 +24,8 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The default network's name.
@@ -948,9 +948,13 @@ pub fn parse_extra_host(h: &str) -> Result<(String, IpAddr)> {
     Ok((name.to_string(), ip))
 }
 
-/// What [`setup`] made: the namespace's path to give the runtime.
+/// What [`setup`] made: the namespace's path to give the runtime, and the
+/// sockets that hold the published host ports while the container runs
+/// (its monitor keeps them).
+#[derive(Default)]
 pub struct NetSetup {
     pub netns: Option<PathBuf>,
+    pub reserved: Vec<OwnedFd>,
 }
 
 /// Make the container's network before it starts. Nothing is left
@@ -965,11 +969,11 @@ pub fn setup(
     match &cfg.network {
         NetworkMode::Host => {
             write_files(images, paths, rec, cfg)?;
-            return Ok(NetSetup { netns: None });
+            return Ok(NetSetup::default());
         }
         NetworkMode::None => {
             write_files(images, paths, rec, cfg)?;
-            return Ok(NetSetup { netns: None });
+            return Ok(NetSetup::default());
         }
         NetworkMode::Container(c) => {
             let target = crate::containers::find(images, paths, c)?;
@@ -992,7 +996,10 @@ pub fn setup(
                     write_in_place(&paths.etc_file(&rec.id, f), &t)?;
                 }
             }
-            return Ok(NetSetup { netns: Some(ns) });
+            return Ok(NetSetup {
+                netns: Some(ns),
+                reserved: Vec::new(),
+            });
         }
         NetworkMode::Default | NetworkMode::Network(_) => {}
     }
@@ -1038,9 +1045,10 @@ fn setup_locked(
         .collect::<Result<_>>()?;
     let specs = port_specs(cfg, exposed)?;
     let first = eps.first();
-    if let Some(target) = first.and_then(|e| e.ip) {
-        allocate_ports(db, &rec.id, &specs, target, first.and_then(|e| e.ip6))?;
-    }
+    let reserved = match first.and_then(|e| e.ip) {
+        Some(target) => allocate_ports(db, &rec.id, &specs, target, first.and_then(|e| e.ip6))?,
+        None => Vec::new(),
+    };
     // The kernel: bridges, the namespace and its veths, the firewall.
     tracing::debug!(elapsed = ?t0.elapsed(), "leases and ports");
     let mut host = Netlink::open().map_err(net_err)?;
@@ -1081,7 +1089,10 @@ fn setup_locked(
         update_dns(paths, db, n)?;
     }
     write_files(images, paths, rec, cfg)?;
-    Ok(NetSetup { netns: Some(path) })
+    Ok(NetSetup {
+        netns: Some(path),
+        reserved,
+    })
 }
 
 use berth_net::netns;
@@ -1277,17 +1288,62 @@ fn port_specs(cfg: &ContainerConfig, exposed: &[String]) -> Result<Vec<ports::Po
     Ok(specs)
 }
 
-/// Whether the host has `port` free (nothing bound to it).
-fn host_port_free(ip: Option<IpAddr>, port: u16, proto: Proto) -> bool {
-    let addr = std::net::SocketAddr::new(
-        ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-        port,
-    );
-    match proto {
-        Proto::Tcp => std::net::TcpListener::bind(addr).is_ok(),
-        Proto::Udp => std::net::UdpSocket::bind(addr).is_ok(),
-        Proto::Sctp => true,
+/// Take `port` on the host: a socket bound to it (TCP bound without
+/// listening, without `SO_REUSEADDR`, so that nothing else can bind it,
+/// not even a server that sets that option), or why not. All addresses
+/// (`ip` unset) cover IPv6 too when the container has an IPv6 address.
+/// SCTP ports are not held.
+fn reserve_host_port(
+    ip: Option<IpAddr>,
+    port: u16,
+    proto: Proto,
+    v6: bool,
+) -> std::result::Result<Vec<OwnedFd>, nix::errno::Errno> {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+        SockaddrIn6,
+    };
+    let ty = match proto {
+        Proto::Tcp => SockType::Stream,
+        Proto::Udp => SockType::Datagram,
+        Proto::Sctp => return Ok(Vec::new()),
+    };
+    let addrs: Vec<IpAddr> = match ip {
+        Some(a) => vec![a],
+        None if v6 => vec![
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        ],
+        None => vec![IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)],
+    };
+    let mut held = Vec::new();
+    for a in addrs {
+        let family = match a {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let fd = match socket(family, ty, SockFlag::SOCK_CLOEXEC, None) {
+            Ok(fd) => fd,
+            // A host without IPv6 has nothing to hold there.
+            Err(nix::errno::Errno::EAFNOSUPPORT) if ip.is_none() => continue,
+            Err(e) => return Err(e),
+        };
+        match a {
+            IpAddr::V4(a) => bind(
+                fd.as_raw_fd(),
+                &SockaddrIn::from(SocketAddrV4::new(a, port)),
+            )?,
+            IpAddr::V6(a) => {
+                setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+                bind(
+                    fd.as_raw_fd(),
+                    &SockaddrIn6::from(SocketAddrV6::new(a, port, 0, 0)),
+                )?
+            }
+        }
+        held.push(fd);
     }
+    Ok(held)
 }
 
 fn allocate_ports(
@@ -1296,9 +1352,10 @@ fn allocate_ports(
     specs: &[ports::PortSpec],
     target: IpAddr,
     target6: Option<IpAddr>,
-) -> Result<()> {
+) -> Result<Vec<OwnedFd>> {
+    let mut held = Vec::new();
     if specs.is_empty() {
-        return Ok(());
+        return Ok(held);
     }
     let (tx, e) = write_tx(db)?;
     tx.execute(
@@ -1321,6 +1378,7 @@ fn allocate_ports(
             *tp == port && tpr == proto.as_str() && (tip.is_empty() || ip.is_empty() || *tip == ip)
         })
     };
+    let v6 = target6.is_some();
     let mut next_random: u16 = 32768 + (std::process::id() % 20000) as u16;
     for s in specs {
         let host_port = if s.host_start == 0 {
@@ -1331,9 +1389,11 @@ fn allocate_ports(
                 } else {
                     next_random + 1
                 };
-                if !clash(&taken, s.host_ip, next_random, s.proto)
-                    && host_port_free(s.host_ip, next_random, s.proto)
-                {
+                if clash(&taken, s.host_ip, next_random, s.proto) {
+                    continue;
+                }
+                if let Ok(fds) = reserve_host_port(s.host_ip, next_random, s.proto, v6) {
+                    held.extend(fds);
                     found = Some(next_random);
                     break;
                 }
@@ -1348,12 +1408,14 @@ fn allocate_ports(
                     why = "port is already allocated".into();
                     continue;
                 }
-                if !host_port_free(s.host_ip, p, s.proto) {
-                    why = "address already in use".into();
-                    continue;
+                match reserve_host_port(s.host_ip, p, s.proto, v6) {
+                    Ok(fds) => {
+                        held.extend(fds);
+                        found = Some(p);
+                        break;
+                    }
+                    Err(e) => why = e.desc().to_lowercase(),
                 }
-                found = Some(p);
-                break;
             }
             let ip = s
                 .host_ip
@@ -1382,7 +1444,7 @@ fn allocate_ports(
         taken.push((ip, host_port, s.proto.as_str().to_string()));
     }
     tx.commit().map_err(&e)?;
-    Ok(())
+    Ok(held)
 }
 
 /// Undo [`setup`]: veths, namespace, leases, ports, DNS records, firewall.

@@ -115,23 +115,59 @@ pub fn proc_path(fd: BorrowedFd<'_>) -> PathBuf {
 
 /// Send `data` with one descriptor attached (SCM_RIGHTS).
 pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    send_with_fds(sock, data, &[fd])
+}
+
+/// The most descriptors one message carries (the kernel's SCM_MAX_FD).
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// Send all of `data` (not empty), the first bytes with up to [`MAX_FDS_PER_MESSAGE`] descriptors attached.
+pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [fd.as_raw_fd()];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[io::IoSlice::new(data)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(io::Error::from)?;
-    Ok(())
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsgs = [ControlMessage::ScmRights(&raw)];
+    let mut sent = 0;
+    loop {
+        // The descriptors go with the first bytes.
+        let with = if sent == 0 && !raw.is_empty() {
+            &cmsgs[..]
+        } else {
+            &[]
+        };
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[io::IoSlice::new(&data[sent..])],
+            with,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if sent >= data.len() {
+            return Ok(());
+        }
+    }
 }
 
 /// Receive up to `buf.len()` bytes and at most one descriptor (SCM_RIGHTS).
 pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut fds = Vec::new();
+    let n = recv_with_fds(sock, buf, &mut fds)?;
+    // Any more than one are closed as they drop.
+    Ok((n, fds.into_iter().next()))
+}
+
+/// Receive up to `buf.len()` bytes; the descriptors that came with them
+/// (up to [`MAX_FDS_PER_MESSAGE`]) are added to `fds`, close-on-exec.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
@@ -141,20 +177,16 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, 
     )
     .map_err(io::Error::from)?;
     let n = msg.bytes;
-    let mut got = None;
     for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            for fd in got {
                 // SAFETY: the kernel installed this descriptor in our table
                 // for this message; nothing else owns it yet.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                if got.is_none() {
-                    got = Some(owned);
-                }
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
     }
-    Ok((n, got))
+    Ok(n)
 }
 
 /// dup2 `fd` onto the descriptor number `target` (for stdio set-up).

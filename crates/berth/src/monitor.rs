@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 pub fn main() -> i32 {
     // Started through /proc/self/fd/N, the kernel named the process "N".
     let _ = nix::sys::prctl::set_name(c"berth-monitor");
-    // The one argument: the descriptor of a pipe that brings the
+    // The one argument: the descriptor of a socket that brings the
     // arguments once the starting command has them (it starts the monitor
-    // first, so that both get ready at once).
+    // first, so that both get ready at once), and with them the sockets
+    // that hold the container's published host ports.
     let Some(fd) = std::env::args()
         .nth(1)
         .and_then(|a| a.parse::<RawFd>().ok())
@@ -45,8 +46,17 @@ pub fn main() -> i32 {
     // inherited descriptors.
     let protected = berth_sys::sealed::ensure_protected();
     let mut raw = Vec::new();
-    if let Ok(pipe) = berth_sys::fd::take_inherited(fd) {
-        let _ = File::from(pipe).read_to_end(&mut raw);
+    let mut ports = Vec::new();
+    if let Ok(sock) = berth_sys::fd::take_inherited(fd) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match berth_sys::fd::recv_with_fds(sock.as_fd(), &mut buf, &mut ports) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
     }
     // An empty pipe: the command gave up before it had a container.
     if raw.is_empty() {
@@ -73,6 +83,7 @@ pub fn main() -> i32 {
     ]
     .into_iter()
     .flatten()
+    .chain(ports.iter().map(|p| p.as_raw_fd()))
     .collect();
     let _ = berth_sys::fd::close_inherited_except(&keep);
     if let Err(e) = protected {
@@ -82,7 +93,7 @@ pub fn main() -> i32 {
         );
         return 1;
     }
-    match Monitor::new(args, attach, ready) {
+    match Monitor::new(args, attach, ready, ports) {
         Ok(mut m) => m.run(),
         Err((mut ready, msg)) => {
             report(&mut ready, &format!("ERR 125 {msg}"));
@@ -227,6 +238,9 @@ struct Monitor {
     pidfd: Option<OwnedFd>,
     stdio: Stdio,
     started: Instant,
+    /// Sockets bound to the published host ports: nothing else on the
+    /// host takes them while the container may still run.
+    ports: Vec<OwnedFd>,
 }
 
 /// Block SIGCHLD (for the signalfd) and SIGPIPE (writes to gone clients
@@ -257,6 +271,7 @@ impl Monitor {
         args: MonitorArgs,
         attach: Option<UnixStream>,
         ready: Option<File>,
+        ports: Vec<OwnedFd>,
     ) -> Result<Monitor, (Option<File>, String)> {
         let setup = || -> Result<(SignalFd, Log, UnixListener), String> {
             let signals = signal_setup().map_err(|e| format!("signals: {e}"))?;
@@ -314,6 +329,7 @@ impl Monitor {
                 input: None,
             },
             started: Instant::now(),
+            ports,
         })
     }
 
@@ -343,6 +359,10 @@ impl Monitor {
             self.state.finished_at = now();
             self.state.pid = 0;
             let again = self.should_restart(code);
+            if !again {
+                // The ports are free again before anyone learns the exit.
+                self.ports.clear();
+            }
             if !again && self.clients.iter().any(|c| c.claims_removal) {
                 // The client that removes the container learns the exit
                 // first and does its part of the removal while the
@@ -388,6 +408,7 @@ impl Monitor {
     /// After the last exit: unmount the rootfs, and remove the container
     /// when it asked for `--rm` (unless an attached client does it).
     fn finish(&mut self) -> i32 {
+        self.ports.clear();
         let _ = std::fs::remove_file(self.args.run_dir.join(proto::ATTACH_SOCKET));
         self.listener = None;
         // A client that claimed the removal and was sent the exit removes

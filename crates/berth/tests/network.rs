@@ -306,6 +306,28 @@ fn a_published_port_answers_on_loopback_the_host_address_and_to_containers() {
     );
     // A port bound to 127.0.0.1 does not answer on the host's address.
     assert_eq!(http_get(&format!("{host}:{lo_port}")), None);
+    // The published ports are held on the host: no program there, and no
+    // other store, can take them while the container runs.
+    assert!(std::net::TcpListener::bind(("0.0.0.0", any_port)).is_err());
+    assert!(std::net::TcpListener::bind(("127.0.0.1", lo_port)).is_err());
+    assert!(std::net::UdpSocket::bind(("0.0.0.0", 5353)).is_err());
+    let other = store();
+    let o = other.run(&[
+        "run",
+        "-d",
+        "-p",
+        &format!("{any_port}:80"),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!(
+            "Bind for 0.0.0.0:{any_port} failed: address already in use"
+        )),
+        "{}",
+        text(&o.stderr)
+    );
     // Another container on the default bridge, by address, and (hairpin)
     // through the host's address.
     let ip = inspect(&s, "{{.NetworkSettings.IPAddress}}", &id);
@@ -338,6 +360,19 @@ fn a_published_port_answers_on_loopback_the_host_address_and_to_containers() {
     assert!(!rules.contains(&format!("to {ip}:")), "{rules}");
     assert_eq!(http_get(&format!("127.0.0.1:{any_port}")), None);
     assert!(veths_gone(&id));
+    drop(std::net::TcpListener::bind(("0.0.0.0", any_port)).expect("the port is free again"));
+    // A foreground --rm container gives its port back before `run` returns.
+    for _ in 0..2 {
+        other.ok(&[
+            "run",
+            "--rm",
+            "-p",
+            &format!("{any_port}:80"),
+            "busybox",
+            "true",
+        ]);
+        drop(std::net::TcpListener::bind(("0.0.0.0", any_port)).expect("given back"));
+    }
     // -P: every EXPOSEd port of the image on a random host port.
     let tarball = common::busybox_tarball();
     s.ok(&[
