@@ -1,11 +1,14 @@
 //! The embedded DNS server of a user-defined network: one small process per
 //! network, started on demand by the first container that joins it,
-//! listening on the network's gateway addresses (UDP port 53). It answers
+//! listening on the network's gateway addresses (port 53, UDP and TCP). It answers
 //! A and AAAA questions for the names in its configuration file (container
 //! names, short IDs, aliases), which berth rewrites whenever a container
 //! comes or goes, and forwards every other question unchanged to the host's
 //! resolvers, except single-label names, which no resolver outside could
-//! answer and which are not leaked: NXDOMAIN. It exits by itself once the network has no running container.
+//! answer and which are not leaked: NXDOMAIN. Questions that come over
+//! TCP (a resolver retrying a truncated answer, or `use-vc`) are forwarded
+//! over TCP, so large answers arrive whole. It exits by itself once the
+//! network has no running container.
 //!
 //! The message handling is the small part of DNS this needs (a question
 //! in, answers out), written here and unit-tested; forwarded messages are
@@ -14,7 +17,8 @@
 use crate::{NetError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -179,29 +183,127 @@ pub fn servfail(query: &[u8], q: &Question) -> Vec<u8> {
     out
 }
 
-fn forward(query: &[u8], upstreams: &[String]) -> Option<Vec<u8>> {
+/// What a question gets: an answer from the records, or the upstreams'.
+enum Reply {
+    Now(Vec<u8>),
+    Forward(Question),
+}
+
+/// The reply to `query` by `conf`; None for what is not a question.
+fn reply_to(conf: &ServerConfig, query: &[u8]) -> Option<Reply> {
+    let q = parse_query(query)?;
+    if let Some(addrs) = conf.records.get(&q.name) {
+        return Some(Reply::Now(answer(query, &q, addrs)));
+    }
+    if !q.name.contains('.') {
+        // A single label that is no container's: no such name outside
+        // either; never sent upstream.
+        return Some(Reply::Now(nxdomain(query, &q)));
+    }
+    Some(Reply::Forward(q))
+}
+
+/// Ask the upstreams in turn, over UDP or TCP; SERVFAIL when none answers.
+fn forward(query: &[u8], q: &Question, upstreams: &[String], tcp: bool) -> Vec<u8> {
     for u in upstreams {
         let Ok(ip) = u.parse::<IpAddr>() else {
             continue;
         };
-        let bind: SocketAddr = if ip.is_ipv4() {
-            "0.0.0.0:0".parse().ok()?
+        let got = if tcp {
+            forward_tcp(query, SocketAddr::new(ip, 53))
         } else {
-            "[::]:0".parse().ok()?
+            forward_udp(query, SocketAddr::new(ip, 53))
         };
-        let Ok(s) = UdpSocket::bind(bind) else {
-            continue;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.send_to(query, SocketAddr::new(ip, 53)).is_err() {
-            continue;
-        }
-        let mut buf = [0u8; 4096];
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            return Some(buf[..n].to_vec());
+        if let Some(r) = got {
+            return r;
         }
     }
-    None
+    servfail(query, q)
+}
+
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn forward_udp(query: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(bind).ok()?;
+    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    s.send_to(query, to).ok()?;
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+fn forward_tcp(query: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&to, UPSTREAM_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    s.set_write_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    write_framed(&mut s, query).ok()?;
+    read_framed(&mut s).ok()
+}
+
+/// One DNS message over TCP: a two-byte length, then the message.
+fn read_framed(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)?;
+    let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut m)?;
+    Ok(m)
+}
+
+fn write_framed(s: &mut impl Write, m: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(m.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+    let mut out = Vec::with_capacity(m.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(m);
+    s.write_all(&out)
+}
+
+/// How long a TCP client may stay idle between questions.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Serve one TCP connection: questions one after another (pipelined or
+/// not), each answered in order, until the client closes it, sends
+/// something that is not a question, or stays idle for [`TCP_IDLE`]. The
+/// records are read at each question.
+fn serve_stream(s: &mut (impl Read + Write), config: &Path) {
+    while let Ok(query) = read_framed(s) {
+        let conf = read_config(config).unwrap_or_default();
+        let r = match reply_to(&conf, &query) {
+            Some(Reply::Now(r)) => r,
+            Some(Reply::Forward(q)) => forward(&query, &q, &conf.upstreams, true),
+            None => return,
+        };
+        if write_framed(s, &r).is_err() {
+            return;
+        }
+    }
+}
+
+/// Bind `a`:53 with `bind`, waiting a moment when a server of the same
+/// network that is just exiting still holds it.
+fn bind_53<T>(a: IpAddr, bind: impl Fn(SocketAddr) -> std::io::Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match bind(SocketAddr::new(a, 53)) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(NetError::Io {
+                    what: "listening on",
+                    path: format!("{a}:53"),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 /// Read the configuration again if it changed; false when it is gone.
@@ -228,32 +330,19 @@ pub fn serve(config: &Path, pidfile: &Path, lock: &Path) -> Result<()> {
     let mut conf = read_config(config)
         .ok_or_else(|| NetError::Invalid(format!("cannot read {}", config.display())))?;
     let mut socks = Vec::new();
+    let mut listeners = Vec::new();
     for a in &conf.listen {
-        // A server of the same network that is just exiting may still hold
-        // the port for a moment.
-        let mut tries = 0;
-        let s = loop {
-            match UdpSocket::bind(SocketAddr::new(*a, 53)) {
-                Ok(s) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(source) => {
-                    return Err(NetError::Io {
-                        what: "listening on",
-                        path: format!("{a}:53"),
-                        source,
-                    })
-                }
-            }
-        };
-        s.set_nonblocking(true).map_err(|source| NetError::Io {
-            what: "setting up",
-            path: format!("{a}:53"),
-            source,
-        })?;
-        socks.push(s);
+        let udp = bind_53(*a, UdpSocket::bind)?;
+        let tcp = bind_53(*a, TcpListener::bind)?;
+        for r in [udp.set_nonblocking(true), tcp.set_nonblocking(true)] {
+            r.map_err(|source| NetError::Io {
+                what: "setting up",
+                path: format!("{a}:53"),
+                source,
+            })?;
+        }
+        socks.push(udp);
+        listeners.push(tcp);
     }
     std::fs::write(pidfile, std::process::id().to_string()).map_err(|source| NetError::Io {
         what: "writing",
@@ -269,40 +358,50 @@ pub fn serve(config: &Path, pidfile: &Path, lock: &Path) -> Result<()> {
             use std::os::fd::AsFd;
             let mut fds: Vec<PollFd> = socks
                 .iter()
-                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                .map(|s| s.as_fd())
+                .chain(listeners.iter().map(|l| l.as_fd()))
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
             let _ = poll(&mut fds, PollTimeout::from(500u16));
+        }
+        for l in &listeners {
+            while let Ok((mut stream, _)) = l.accept() {
+                let config = config.to_path_buf();
+                std::thread::spawn(move || {
+                    if stream.set_nonblocking(false).is_ok()
+                        && stream.set_read_timeout(Some(TCP_IDLE)).is_ok()
+                        && stream.set_write_timeout(Some(TCP_IDLE)).is_ok()
+                    {
+                        serve_stream(&mut stream, &config);
+                    }
+                });
+            }
         }
         for s in &socks {
             let Ok((n, from)) = s.recv_from(&mut buf) else {
                 continue;
             };
             let query = buf[..n].to_vec();
-            let Some(q) = parse_query(&query) else {
-                continue;
-            };
             // Records as of now (the file is small; read it for every
             // question): a container removed a moment ago is not answered
             // for.
             reload(config, &mut conf, &mut raw);
-            if let Some(addrs) = conf.records.get(&q.name) {
-                let _ = s.send_to(&answer(&query, &q, addrs), from);
-                continue;
-            }
-            if !q.name.contains('.') {
-                // A single label that is no container's: no such name
-                // outside either; never sent upstream.
-                let _ = s.send_to(&nxdomain(&query, &q), from);
-                continue;
-            }
-            let ups = conf.upstreams.clone();
-            let reply = s.try_clone();
-            std::thread::spawn(move || {
-                let r = forward(&query, &ups).unwrap_or_else(|| servfail(&query, &q));
-                if let Ok(s) = reply {
+            match reply_to(&conf, &query) {
+                Some(Reply::Now(r)) => {
                     let _ = s.send_to(&r, from);
                 }
-            });
+                Some(Reply::Forward(q)) => {
+                    let ups = conf.upstreams.clone();
+                    let reply = s.try_clone();
+                    std::thread::spawn(move || {
+                        let r = forward(&query, &q, &ups, false);
+                        if let Ok(s) = reply {
+                            let _ = s.send_to(&r, from);
+                        }
+                    });
+                }
+                None => {}
+            }
         }
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = std::time::Instant::now();
@@ -375,6 +474,55 @@ mod tests {
         let f = servfail(&m, &q);
         assert_eq!(f[3] & 0x0f, 2);
         assert_eq!(nxdomain(&m, &q)[3] & 0x0f, 3);
+    }
+
+    #[test]
+    fn tcp_questions_are_answered_in_order_and_forwarded_over_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dns.json");
+        let mut records = Records::default();
+        records.add("web", &["10.80.0.2".parse().unwrap()]);
+        let conf = ServerConfig {
+            listen: vec![],
+            upstreams: vec![],
+            records,
+        };
+        write_config(&config, &conf).unwrap();
+        let (mut client, mut server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || serve_stream(&mut server, &config));
+        // Two questions sent before any answer is read.
+        let mut both = Vec::new();
+        for m in [query("web", TYPE_A), query("nosuch", TYPE_A)] {
+            write_framed(&mut both, &m).unwrap();
+        }
+        client.write_all(&both).unwrap();
+        let a = read_framed(&mut client).unwrap();
+        assert_eq!(u16::from_be_bytes([a[6], a[7]]), 1);
+        assert_eq!(&a[a.len() - 4..], &[10, 80, 0, 2]);
+        let nx = read_framed(&mut client).unwrap();
+        assert_eq!(nx[3] & 0x0f, 3);
+        // A name for the upstreams, which there are none of: SERVFAIL.
+        write_framed(&mut client, &query("example.org", TYPE_A)).unwrap();
+        assert_eq!(read_framed(&mut client).unwrap()[3] & 0x0f, 2);
+        // Something that is not a question ends the connection.
+        write_framed(&mut client, &[0u8; 3]).unwrap();
+        t.join().unwrap();
+        assert!(read_framed(&mut client).is_err());
+        // Forwarding over TCP relays the upstream's answer whole, however
+        // large.
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let big: Vec<u8> = (0..3000).map(|i| i as u8).collect();
+        let sent = big.clone();
+        let up = std::thread::spawn(move || {
+            let (mut c, _) = upstream.accept().unwrap();
+            let q = read_framed(&mut c).unwrap();
+            assert_eq!(parse_query(&q).unwrap().name, "example.org");
+            write_framed(&mut c, &sent).unwrap();
+        });
+        let got = forward_tcp(&query("example.org", TYPE_A), addr).unwrap();
+        up.join().unwrap();
+        assert_eq!(got, big);
     }
 
     #[test]

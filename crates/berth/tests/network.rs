@@ -63,6 +63,41 @@ fn wait_http(addr: &str) -> Option<String> {
 }
 
 /// Host links whose name starts with `prefix`.
+/// Questions of type A, asked over one TCP connection to `server`;
+/// each reply's RCODE and raw bytes.
+fn dns_over_tcp(server: IpAddr, names: &[&str]) -> Vec<(u8, Vec<u8>)> {
+    let mut c = TcpStream::connect_timeout(&(server, 53).into(), Duration::from_secs(3))
+        .expect("the DNS server takes TCP");
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let mut m = vec![0, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        c.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
+        c.write_all(&m).unwrap();
+    }
+    names
+        .iter()
+        .map(|_| {
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).unwrap();
+            let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut r).unwrap();
+            (r[3] & 0x0f, r)
+        })
+        .collect()
+}
+
+fn ip_octets(ip: &str) -> Vec<u8> {
+    match ip.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 fn links(prefix: &str) -> Vec<String> {
     std::fs::read_dir("/sys/class/net")
         .unwrap()
@@ -204,6 +239,17 @@ fn two_containers_talk_by_name_and_alias_and_networks_are_isolated() {
         "/etc/resolv.conf",
     ]);
     assert!(o.starts_with("nameserver 10."), "{o}");
+    // The same server over TCP (what a resolver falls back to for a
+    // truncated answer): two questions on one connection.
+    let dns: IpAddr = o
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .expect("the nameserver's address");
+    let answers = dns_over_tcp(dns, &["backend", "nosuch"]);
+    assert_eq!(answers[0].0, 0, "backend resolves");
+    assert!(answers[0].1.ends_with(&ip_octets(&ip)), "{answers:?}");
+    assert_eq!(answers[1].0, 3, "NXDOMAIN for an unknown single label");
     // Another network neither resolves nor reaches it.
     let o = s.run(&[
         "run",
