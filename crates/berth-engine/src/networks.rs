@@ -762,7 +762,32 @@ fn users(db: &Db, net_id: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// `network rm`.
+/// The states of a container that does not run and has no monitor.
+const STOPPED: [&str; 3] = [
+    crate::containers::state::CREATED,
+    crate::containers::state::EXITED,
+    crate::containers::state::DEAD,
+];
+
+/// The first container that is attached to a network and may run (a
+/// lease, or a state other than created or exited): what keeps the
+/// network from going. Stopped containers do not, as with Docker.
+fn active_user(db: &Db, net_id: &str) -> Result<Option<ContainerRecord>> {
+    for e in endpoints_on(db, net_id)? {
+        let Some(rec) = db.container(&e.container_id)? else {
+            continue;
+        };
+        let leased = e.ip.is_some() || e.ip6.is_some();
+        if leased || !STOPPED.contains(&rec.state.as_str()) {
+            return Ok(Some(rec));
+        }
+    }
+    Ok(None)
+}
+
+/// `network rm`. Stopped containers attached to the network lose their
+/// endpoint on it; one that named it as its network then fails to start
+/// with "network … not found", as with Docker.
 pub fn remove(images: &mut ImageStore, paths: &Paths, name: &str) -> Result<NetworkRecord> {
     let db = &mut images.db;
     let net = find(db, name)?;
@@ -771,21 +796,32 @@ pub fn remove(images: &mut ImageStore, paths: &Paths, name: &str) -> Result<Netw
             "bridge is a pre-defined network and cannot be removed".into(),
         ));
     }
-    let used = users(db, &net.id)?;
-    if let Some(c) = used.first() {
-        let cname = db
-            .container(c)?
-            .map(|r| r.name)
-            .unwrap_or_else(|| c.clone());
+    // What the monitors know may not be in the store yet; a container that
+    // has stopped gives its network up first (as its monitor would).
+    for id in users(db, &net.id)? {
+        if let Some(rec) = images.db.container(&id)? {
+            let rec = crate::containers::refresh(images, paths, rec)?;
+            if STOPPED.contains(&rec.state.as_str()) {
+                teardown(&mut images.db, paths, &id)?;
+            }
+        }
+    }
+    let db = &mut images.db;
+    let _l = lock(paths)?;
+    if let Some(c) = active_user(db, &net.id)? {
         return Err(ContainerError::Conflict(format!(
-            "error while removing network: network {} id {} has active endpoints (container {cname})",
-            net.name, net.id
+            "error while removing network: network {} id {} has active endpoints (container {})",
+            net.name, net.id, c.name
         )));
     }
-    let _l = lock(paths)?;
-    db.conn_ref()
-        .execute("DELETE FROM networks WHERE id = ?1", [&net.id])
-        .map_err(sql(db))?;
+    {
+        let (tx, e) = write_tx(db)?;
+        tx.execute("DELETE FROM endpoints WHERE network_id = ?1", [&net.id])
+            .map_err(&e)?;
+        tx.execute("DELETE FROM networks WHERE id = ?1", [&net.id])
+            .map_err(&e)?;
+        tx.commit().map_err(&e)?;
+    }
     remove_network_kernel(paths, db, &net)?;
     sync_firewall(paths, db)?;
     Ok(net)
@@ -798,7 +834,12 @@ pub fn prune(images: &mut ImageStore, paths: &Paths) -> Result<Vec<String>> {
     let mut gone = Vec::new();
     let nets = all(&mut images.db)?;
     for n in nets {
-        if !users(&images.db, &n.id)?.is_empty() {
+        let unused = if n.name == DEFAULT {
+            users(&images.db, &n.id)?.is_empty()
+        } else {
+            active_user(&images.db, &n.id)?.is_none()
+        };
+        if !unused {
             continue;
         }
         if n.name == DEFAULT {
@@ -1022,20 +1063,14 @@ fn setup_locked(
     exposed: &[String],
 ) -> Result<NetSetup> {
     let t0 = std::time::Instant::now();
-    let db = &mut images.db;
-    // A container made before networks existed has no endpoint: the
-    // default network.
-    if endpoints_of(db, &rec.id)?.is_empty() {
-        let net = ensure_default(db, paths)?;
-        insert_endpoint(
-            db,
-            &EndpointRecord {
-                container_id: rec.id.clone(),
-                network_id: net.id,
-                ..Default::default()
-            },
-        )?;
+    // No endpoint left: its network was removed while it was stopped (or
+    // it was disconnected from every network). It joins the network its
+    // configuration names again, which fails "network … not found" when
+    // that is gone, as with Docker.
+    if endpoints_of(&images.db, &rec.id)?.is_empty() {
+        on_create(images, paths, rec, cfg)?;
     }
+    let db = &mut images.db;
     check_subnets(db, paths, &rec.id)?;
     // Leases first (in one transaction), then ports.
     let eps = lease(db, &rec.id)?;

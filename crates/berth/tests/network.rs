@@ -561,6 +561,26 @@ fn invalid_input_is_refused_and_leaves_nothing() {
         "{}",
         text(&o.stderr)
     );
+    // A stopped container does not keep its network (as with Docker):
+    // the network goes, the container then fails to start until a
+    // network of that name exists again.
+    s.ok(&["stop", "-t", "0", "fixed"]);
+    s.ok(&["network", "rm", &a]);
+    let o = s.run(&["start", "fixed"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains(&format!("network {a} not found")),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(inspect(&s, "{{.State.Status}}", "fixed"), "exited");
+    s.ok(&["network", "create", "--subnet", "10.83.250.0/24", &a]);
+    s.ok(&["start", "fixed"]);
+    assert_eq!(
+        inspect(&s, "{{.NetworkSettings.IPAddress}}", "fixed"),
+        "10.83.250.77",
+        "the container's --ip again"
+    );
     s.ok(&["rm", "-f", "fixed"]);
     s.ok(&["network", "rm", &a]);
     let o = s.run(&["network", "rm", &a]);
