@@ -583,6 +583,11 @@ def cleanup(engines, daemons, work, run_dirs, ids_seen, cgroups_before):
             pass  # the engine failed early, or its state goes with the directories below
     for d in daemons:
         d.__exit__()
+    # berth keeps its run root (run_dirs[0]) on a tmpfs of its own when /run
+    # is on disk: expected, and unmounted here once nothing is mounted in it.
+    own = run_dirs[0]
+    if mountpoints_under([own]) == [own]:
+        subprocess.run(["umount", own], capture_output=True)
     marks = [str(work), *run_dirs]
     left = {}
     procs = processes_mentioning(marks)

@@ -190,11 +190,7 @@ fn net_run_dir(paths: &Paths, net_id: &str) -> PathBuf {
 
 /// The lock every change of kernel network state of this run root takes.
 fn lock(paths: &Paths) -> Result<Flock<File>> {
-    std::fs::create_dir_all(&paths.run_root).map_err(|e| ContainerError::Io {
-        what: "creating",
-        path: paths.run_root.clone(),
-        source: e,
-    })?;
+    crate::containers::ensure_run_root(&paths.run_root)?;
     let p = paths.run_root.join("net.lock");
     let f = File::options()
         .create(true)

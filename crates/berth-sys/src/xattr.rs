@@ -64,6 +64,17 @@ pub fn lset(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Remove `name` from `path` itself: a final symlink is not followed.
+pub fn lremove(path: &Path, name: &[u8]) -> io::Result<()> {
+    let p = cstr(path.as_os_str().as_bytes())?;
+    let name = cstr(name)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    if unsafe { libc::lremovexattr(p.as_ptr(), name.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Split a NUL-separated name list.
 fn split_names(buf: &[u8]) -> Vec<Vec<u8>> {
     buf.split(|b| *b == 0)
@@ -170,6 +181,8 @@ mod tests {
                 lset(&f, b"user.big", &[7u8; 1000]).unwrap();
                 assert_eq!(lget(&f, b"user.big").unwrap(), vec![7u8; 1000]);
                 assert!(llist(&f).unwrap().contains(&b"user.big".to_vec()));
+                lremove(&f, b"user.big").unwrap();
+                assert!(!llist(&f).unwrap().contains(&b"user.big".to_vec()));
             }
         }
         assert!(fset(file.as_fd(), b"user.a\0b", b"").is_err());

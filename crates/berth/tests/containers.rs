@@ -93,6 +93,118 @@ fn run_rm_leaves_nothing_behind() {
     assert!(entries_with(&trash, "").is_empty());
 }
 
+/// The file system type mounted at `path`, if something is mounted there.
+fn mounted_at(path: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = path.to_str().unwrap();
+    mounts.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let dash = f.iter().position(|x| *x == "-")?;
+        (f[4] == want).then(|| f[dash + 1].to_string())
+    })
+}
+
+fn xattrs(path: &Path) -> Vec<Vec<u8>> {
+    berth_sys::xattr::llist(path).unwrap()
+}
+
+#[test]
+fn removed_containers_leave_clean_spare_directories() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    let containers = s.root().join("containers");
+    let spares = containers.join(".spare");
+    // A container that leaves files, a log and overlay's marks behind.
+    let first = s
+        .ok(&[
+            "run",
+            "-d",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /a/b && echo x > /a/b/f && rm /bin/true && echo out && sleep 100",
+        ])
+        .trim()
+        .to_string();
+    // The run root is a tmpfs berth mounted: nothing of a start on disk.
+    assert_eq!(mounted_at(&s.run).as_deref(), Some("tmpfs"));
+    s.ok(&["rm", "-f", &first]);
+    assert_eq!(entries_with(&spares, ""), vec![first.clone()]);
+    // The next container takes it, emptied: its own log, an upper dir as
+    // new, nothing of the first's in its file system.
+    let second = s
+        .ok(&["create", "busybox", "ls", "/", "/bin/true"])
+        .trim()
+        .to_string();
+    assert!(entries_with(&spares, "").is_empty(), "the spare was taken");
+    let dir = containers.join(&second);
+    let mut names = entries_with(&dir, "");
+    names.sort();
+    assert_eq!(
+        names,
+        [format!("{second}-json.log"), "upper".into(), "work".into()]
+    );
+    let upper = dir.join("upper");
+    assert_eq!(entries_with(&upper, "").len(), 0);
+    assert!(xattrs(&upper).is_empty(), "{:?}", xattrs(&upper));
+    assert_eq!(
+        std::fs::metadata(dir.join(format!("{second}-json.log")))
+            .unwrap()
+            .len(),
+        0
+    );
+    let o = s.ok(&["start", "-a", &second]);
+    assert!(o.contains("/bin/true"), "{o}");
+    assert!(!o.lines().any(|l| l == "a"), "{o}");
+    assert_eq!(s.ok(&["logs", &second]), o);
+    assert_eq!(s.ok(&["diff", &second]), "");
+    s.ok(&["rm", &second]);
+    // A container that changed its / itself: its upper dir is not kept.
+    let third = s
+        .ok(&["run", "-d", "busybox", "chmod", "700", "/"])
+        .trim()
+        .to_string();
+    s.ok(&["wait", &third]);
+    s.ok(&["rm", &third]);
+    let fourth = s.ok(&["create", "busybox", "true"]).trim().to_string();
+    let m = std::fs::metadata(containers.join(&fourth).join("upper")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777,
+        0o755
+    );
+    s.ok(&["rm", &fourth]);
+    // A --rm container's (a volatile overlay, whose mark would fail the
+    // next mount) is recycled by its monitor, and the next run mounts it.
+    s.ok(&["run", "--rm", "busybox", "sh", "-c", "echo x > /f"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // It took the one spare there was and gives it back.
+    while entries_with(&spares, "").len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no spare from the --rm container"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        s.ok(&["run", "--rm", "busybox", "sh", "-c", "test ! -e /f"]);
+    }
+}
+
+#[test]
+fn a_run_root_with_content_is_not_mounted_over() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    std::fs::create_dir_all(&s.run).unwrap();
+    std::fs::write(s.run.join("keep"), b"").unwrap();
+    s.ok(&["run", "--rm", "busybox", "true"]);
+    assert_eq!(mounted_at(&s.run), None);
+    assert!(s.run.join("keep").exists());
+}
+
 #[test]
 fn the_etc_mount_points_come_from_the_init_layer() {
     if !need_root() {

@@ -111,6 +111,8 @@ impl Drop for Store {
         let _ = self.cmd(&["volume", "prune", "-a", "-f"]).output();
         // Networks: their bridges and the store's nftables table.
         let _ = self.cmd(&["network", "prune", "-f"]).output();
+        // The run root is a tmpfs berth mounted (see ensure_run_root).
+        let _ = nix::mount::umount2(&self.run, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&self.run);
         remove_empty_cgroup_parent();
     }
