@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Names (lowercase, no trailing dot) and their addresses.
@@ -266,6 +268,9 @@ fn write_framed(s: &mut impl Write, m: &[u8]) -> std::io::Result<()> {
 /// How long a TCP client may stay idle between questions.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
+/// How many TCP connections are served at once (a thread each).
+const TCP_MAX: usize = 64;
+
 /// Serve one TCP connection: questions one after another (pipelined or
 /// not), each answered in order, until the client closes it, sends
 /// something that is not a question, or stays idle for [`TCP_IDLE`]. The
@@ -352,6 +357,7 @@ pub fn serve(config: &Path, pidfile: &Path, lock: &Path) -> Result<()> {
     let mut raw: Vec<u8> = std::fs::read(config).unwrap_or_default();
     let mut last_check = std::time::Instant::now();
     let mut buf = [0u8; 4096];
+    let open_tcp = Arc::new(AtomicUsize::new(0));
     loop {
         {
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -366,6 +372,13 @@ pub fn serve(config: &Path, pidfile: &Path, lock: &Path) -> Result<()> {
         }
         for l in &listeners {
             while let Ok((mut stream, _)) = l.accept() {
+                // Past the limit a connection is closed at once: the
+                // client retries or falls back to UDP.
+                if open_tcp.load(Ordering::Relaxed) >= TCP_MAX {
+                    continue;
+                }
+                open_tcp.fetch_add(1, Ordering::Relaxed);
+                let open = open_tcp.clone();
                 let config = config.to_path_buf();
                 std::thread::spawn(move || {
                     if stream.set_nonblocking(false).is_ok()
@@ -374,6 +387,7 @@ pub fn serve(config: &Path, pidfile: &Path, lock: &Path) -> Result<()> {
                     {
                         serve_stream(&mut stream, &config);
                     }
+                    open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         }
