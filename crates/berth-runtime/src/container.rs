@@ -712,10 +712,12 @@ fn prepare(
         let path = check_sysctl(&k, |t| ns.has(t))?;
         sysctls.push((path, v));
     }
-    let mut mount_ops = mounts::plan(spec.mounts().as_deref().unwrap_or(&[]), bundle)?;
     // A relative source of a non-bind mount stays as written (it names the
     // filesystem); bind sources were made absolute by plan().
-    mount_ops.retain(|_| true);
+    let mount_ops = mounts::cgroups_last(mounts::plan(
+        spec.mounts().as_deref().unwrap_or(&[]),
+        bundle,
+    )?);
     let propagation_raw = linux.rootfs_propagation().clone();
     let after_pivot = match propagation_raw.as_deref() {
         Some(
@@ -806,6 +808,14 @@ fn prepare(
         process: proc_plan,
         create_container_hooks: hooks.create_container.clone(),
         start_container_hooks: hooks.start_container.clone(),
+        hooks_sync: [
+            &hooks.prestart,
+            &hooks.create_runtime,
+            &hooks.create_container,
+            &hooks.start_container,
+        ]
+        .iter()
+        .any(|h| !h.is_empty()),
         hook_ctx: Some(init::HookCtx {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
@@ -1504,6 +1514,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
         rootfs: None,
         process: proc_plan,
         create_container_hooks: Vec::new(),
+        hooks_sync: false,
         start_container_hooks: Vec::new(),
         hook_ctx: None,
         fifo: None,

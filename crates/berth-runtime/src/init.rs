@@ -94,6 +94,10 @@ pub struct InitPlan {
     pub process: ProcessPlan,
     pub create_container_hooks: Vec<Hook>,
     pub start_container_hooks: Vec<Hook>,
+    /// Whether the runtime runs prestart or createRuntime hooks once the
+    /// rootfs is built, or hooks inside need the host pid it then sends:
+    /// without, that round trip is skipped.
+    pub hooks_sync: bool,
     /// The container as hooks run inside it see it (the pid is filled in
     /// once the runtime tells it).
     pub hook_ctx: Option<HookCtx>,
@@ -176,12 +180,14 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     if let Some(r) = &plan.rootfs {
         build_rootfs(r, plan.new_cgroupns, &mut || wait_cgroup(chan))?;
         wait_cgroup(chan)?;
-        chan.send(Tag::Hooks, &[])?;
-        let p = chan.expect(Tag::HooksDone)?;
-        host_pid = p
-            .get(..4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .unwrap_or(0);
+        if plan.hooks_sync {
+            chan.send(Tag::Hooks, &[])?;
+            let p = chan.expect(Tag::HooksDone)?;
+            host_pid = p
+                .get(..4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0);
+        }
         if let Some(h) = &plan.hook_ctx {
             let st = h.state(crate::state::Status::Creating, host_pid);
             crate::hooks::run_all(&plan.create_container_hooks, &st)?;
@@ -380,20 +386,40 @@ fn build_rootfs(
         nix::sys::stat::Mode::empty(),
     )
     .ctx(|| format!("open rootfs {}", r.rootfs.display()))?;
-    let mut has_devpts = false;
-    for op in &r.mounts {
+    // The cgroup mounts the plan put last wait for the runtime's word; the
+    // devices, which do not, are made before them (unless one of those
+    // mounts is in /dev).
+    let tail = r
+        .mounts
+        .iter()
+        .rposition(|op| !op.is_cgroup())
+        .map_or(0, |i| i + 1);
+    let devices_early = r.mounts[tail..]
+        .iter()
+        .all(|op| !op.destination.starts_with("/dev"));
+    let has_devpts = r
+        .mounts
+        .iter()
+        .any(|op| op.fstype == "devpts" && op.destination == Path::new("/dev/pts"));
+    let make_devices = || -> Result<()> {
+        for d in &r.devices {
+            mounts::create_device(root.as_fd(), d, r.bind_devices)?;
+        }
+        mounts::dev_symlinks(root.as_fd(), has_devpts)
+    };
+    for (i, op) in r.mounts.iter().enumerate() {
+        if i == tail && devices_early {
+            make_devices()?;
+        }
         if op.is_cgroup() {
             wait_cgroup()?;
         }
         mounts::mount_one(root.as_fd(), op, &r.cgroup_mounts, new_cgroupns)?;
-        if op.fstype == "devpts" && op.destination == Path::new("/dev/pts") {
-            has_devpts = true;
-        }
     }
-    for d in &r.devices {
-        mounts::create_device(root.as_fd(), d, r.bind_devices)?;
+    if tail == r.mounts.len() || !devices_early {
+        make_devices()?;
     }
-    mounts::dev_symlinks(root.as_fd(), has_devpts)
+    Ok(())
 }
 
 /// chdir to the process's cwd and make sure it is inside the root.

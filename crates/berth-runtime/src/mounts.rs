@@ -156,6 +156,28 @@ impl MountOp {
     }
 }
 
+/// Move the cgroup file system mounts to the end, each where nothing
+/// after it is mounted at, above or below its destination (so the result
+/// is the same tree). The container's process waits for its cgroup before
+/// those mounts; everything before them is done meanwhile, while the
+/// runtime makes the cgroup.
+pub fn cgroups_last(ops: Vec<MountOp>) -> Vec<MountOp> {
+    let related = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    let movable: Vec<bool> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            op.is_cgroup()
+                && ops[i + 1..]
+                    .iter()
+                    .all(|o| !related(&o.destination, &op.destination))
+        })
+        .collect();
+    let (last, mut out): (Vec<_>, Vec<_>) = ops.into_iter().zip(movable).partition(|(_, m)| *m);
+    out.extend(last);
+    out.into_iter().map(|(op, _)| op).collect()
+}
+
 /// Turn `mounts` into mount operations. Destinations must be absolute and
 /// may not contain `..`; bind sources relative to the bundle are made
 /// absolute.
@@ -791,6 +813,52 @@ mod tests {
             berth_sys::mount::MOUNT_ATTR_RDONLY | berth_sys::mount::MOUNT_ATTR_NOSUID
         );
         assert!(o.flags.is_empty());
+    }
+
+    #[test]
+    fn cgroup_mounts_go_last_where_nothing_else_changes() {
+        let op = |d: &str, t: &str| MountOp {
+            destination: PathBuf::from(d),
+            source: None,
+            fstype: t.into(),
+            options: opts(&[]),
+        };
+        let order = |ops: Vec<MountOp>| -> Vec<String> {
+            cgroups_last(ops)
+                .iter()
+                .map(|o| o.destination.display().to_string())
+                .collect()
+        };
+        // Docker's order: the cgroups go after /dev/mqueue, /dev/shm and the
+        // /etc files.
+        assert_eq!(
+            order(vec![
+                op("/proc", "proc"),
+                op("/sys", "sysfs"),
+                op("/sys/fs/cgroup", "cgroup"),
+                op("/dev/mqueue", "mqueue"),
+                op("/etc/hosts", "bind"),
+            ]),
+            [
+                "/proc",
+                "/sys",
+                "/dev/mqueue",
+                "/etc/hosts",
+                "/sys/fs/cgroup"
+            ]
+        );
+        // Not past a mount below it, at it or above it.
+        for later in ["/sys/fs/cgroup/x", "/sys/fs/cgroup", "/sys"] {
+            assert_eq!(
+                order(vec![op("/sys/fs/cgroup", "cgroup2"), op(later, "tmpfs")]),
+                ["/sys/fs/cgroup", later]
+            );
+        }
+        // A bind of a cgroup directory is no cgroup mount.
+        assert_eq!(
+            order(vec![op("/c", "bind"), op("/d", "tmpfs")]),
+            ["/c", "/d"]
+        );
     }
 
     #[test]

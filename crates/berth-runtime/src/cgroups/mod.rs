@@ -694,8 +694,28 @@ impl Cgroup {
     /// cgroup2 directory when there is no v1 devices hierarchy.
     pub fn set_devices(&self, rules: &[DeviceRule]) -> Result<()> {
         if let Some(dir) = self.v1_dir("devices") {
+            // Each write is one rule; the two files stay open for all of
+            // them (two dozen for Docker's defaults).
+            let mut open: Vec<(&str, std::fs::File)> = Vec::with_capacity(2);
             for (file, value) in devices::v1_writes(rules) {
-                write_file(&dir.join(file), &value)?;
+                let path = dir.join(file);
+                let err = |source| CgroupError::Write {
+                    path: path.clone(),
+                    value: value.clone(),
+                    source,
+                };
+                let f = match open.iter_mut().find(|(n, _)| *n == file) {
+                    Some((_, f)) => f,
+                    None => {
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(err)?;
+                        open.push((file, f));
+                        &mut open.last_mut().unwrap_or_else(|| unreachable!()).1
+                    }
+                };
+                std::io::Write::write_all(f, value.as_bytes()).map_err(err)?;
             }
             return Ok(());
         }
