@@ -4,7 +4,11 @@ in one run, from the same busybox image.
 
   run --rm        `run --rm --network none IMAGE true`, the wall time of the
                   CLI command, --iterations times after --warmup untimed runs;
-                  the engines interleaved, the one going first rotating.
+                  the engines interleaved, the one going first rotating, each
+                  command --settle seconds after the previous one returned
+                  (what an engine still does in the background then, in its
+                  daemons or in kernel workers tearing down namespaces and
+                  cgroups, is not timed as the next engine's).
   run -d × 50     --containers sequential `run -d --network none IMAGE sleep
                   1000`, the wall time of the whole sequence, each batch
                   3 s after the previous one's removal (the kernel frees
@@ -26,7 +30,7 @@ short one in /run): berth its --root and --run-root, podman its --root and
 refuses to run, podman uses runc), docker a dockerd of the benchmark's own
 (Debian's docker.io). Everything is removed at the end, also on Ctrl-C.
 
-    sudo python3 bench/container-run.py [--iterations 30] [--warmup 3] [--containers 50] [--batches 3]
+    sudo python3 bench/container-run.py [--iterations 30] [--warmup 3] [--settle 0.25] [--containers 50] [--batches 3]
 """
 
 import argparse
@@ -355,6 +359,7 @@ def bench_run_rm(engines, a):
     for i in range(total):
         for e in rotated(engines, i):
             try:
+                time.sleep(a.settle)
                 subprocess.run(["sync"])
                 t0 = time.perf_counter()
                 e.run("run", "--rm", "--network", "none", IMAGE, "true")
@@ -491,7 +496,8 @@ def report(engines, a, host, checks, leftovers, started):
         "benchmark": "container-run",
         "started": started,
         "command": " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]]),
-        "settings": {"iterations": a.iterations, "warmup": a.warmup, "containers": a.containers,
+        "settings": {"iterations": a.iterations, "warmup": a.warmup, "settle_s": a.settle,
+                     "containers": a.containers,
                      "batches": a.batches, "image": IMAGE,
                      "order": "engines interleaved, the first one rotating"},
         "host": host,
@@ -629,6 +635,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=30, help="timed `run --rm` per engine (default 30)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed `run --rm` before them (default 3)")
+    ap.add_argument("--settle", type=float, default=0.25,
+                    help="seconds between one `run --rm` and the next (default 0.25)")
     ap.add_argument("--containers", type=int, default=50, help="detached containers per batch (default 50)")
     ap.add_argument("--batches", type=int, default=3, help="batches of detached containers (default 3)")
     ap.add_argument("--berth", default=str(ROOT / "target/x86_64-unknown-linux-gnu/release/berth"))
