@@ -56,6 +56,11 @@ pub struct MonitorArgs {
     /// The store's root when the container has a network of berth's to
     /// undo at its last exit.
     pub net_root: Option<PathBuf>,
+    /// Whether the first descriptor that comes with the arguments is the
+    /// network namespace to start the container in (the others hold its
+    /// published ports).
+    #[serde(default)]
+    pub netns: bool,
 }
 
 /// `state.json` in the run directory.

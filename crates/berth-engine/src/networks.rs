@@ -991,17 +991,23 @@ pub fn parse_extra_host(h: &str) -> Result<(String, IpAddr)> {
 #[derive(Default)]
 pub struct NetSetup {
     pub netns: Option<PathBuf>,
+    /// A namespace kept by nothing but this descriptor (`none`), for the
+    /// monitor to start the container in.
+    pub netns_fd: Option<OwnedFd>,
     pub reserved: Vec<OwnedFd>,
 }
 
 /// Make the container's network before it starts. Nothing is left
 /// half-made on error.
+/// `fresh` is a namespace with `lo` up that the caller began to make
+/// early, used for `none` (made here otherwise).
 pub fn setup(
     images: &mut ImageStore,
     paths: &Paths,
     rec: &ContainerRecord,
     cfg: &ContainerConfig,
     exposed: &[String],
+    fresh: Option<netns::Pending>,
 ) -> Result<NetSetup> {
     match &cfg.network {
         NetworkMode::Host => {
@@ -1010,7 +1016,14 @@ pub fn setup(
         }
         NetworkMode::None => {
             write_files(images, paths, rec, cfg)?;
-            return Ok(NetSetup::default());
+            let fd = fresh
+                .unwrap_or_else(netns::Pending::spawn)
+                .wait()
+                .map_err(net_err)?;
+            return Ok(NetSetup {
+                netns_fd: Some(fd),
+                ..Default::default()
+            });
         }
         NetworkMode::Container(c) => {
             let target = crate::containers::find(images, paths, c)?;
@@ -1035,7 +1048,7 @@ pub fn setup(
             }
             return Ok(NetSetup {
                 netns: Some(ns),
-                reserved: Vec::new(),
+                ..Default::default()
             });
         }
         NetworkMode::Default | NetworkMode::Network(_) => {}
@@ -1122,6 +1135,7 @@ fn setup_locked(
     write_files(images, paths, rec, cfg)?;
     Ok(NetSetup {
         netns: Some(path),
+        netns_fd: None,
         reserved,
     })
 }

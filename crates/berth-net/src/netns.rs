@@ -56,6 +56,35 @@ pub fn create<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Res
     Ok((OwnedFd::from(fd), out))
 }
 
+/// A new network namespace with only `lo`, up (as Docker's `none`
+/// network), made on its own thread while the caller does other work;
+/// nothing keeps it but the descriptor [`Pending::wait`] returns.
+pub struct Pending(std::thread::JoinHandle<Result<OwnedFd>>);
+
+impl Pending {
+    pub fn spawn() -> Pending {
+        Pending(std::thread::spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| NetError::Netns(format!("unsharing a network namespace: {e}")))?;
+            let mut nl = crate::netlink::Netlink::open()?;
+            if let Some(lo) = nl.link_index("lo")? {
+                nl.set_up(lo)?;
+            }
+            File::open("/proc/thread-self/ns/net")
+                .map(OwnedFd::from)
+                .map_err(|e| NetError::Netns(format!("opening a network namespace: {e}")))
+        }))
+    }
+
+    pub fn wait(self) -> Result<OwnedFd> {
+        self.0.join().unwrap_or_else(|_| {
+            Err(NetError::Netns(
+                "a network namespace thread panicked".into(),
+            ))
+        })
+    }
+}
+
 /// Open the namespace kept at `path`.
 pub fn open(path: &Path) -> Result<OwnedFd> {
     File::open(path)

@@ -31,6 +31,9 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// A network namespace the caller made, joined where the config asks
+    /// for a new one (a path in the config still wins).
+    pub netns: Option<OwnedFd>,
 }
 
 /// Options of `exec`.
@@ -110,7 +113,7 @@ impl NsPlan {
     }
 }
 
-fn ns_plan(spec: &Spec) -> Result<NsPlan> {
+fn ns_plan(spec: &Spec, netns: Option<&OwnedFd>) -> Result<NsPlan> {
     let mut p = NsPlan {
         clone: CloneFlags::empty(),
         parent_join: Vec::new(),
@@ -136,7 +139,12 @@ fn ns_plan(spec: &Spec) -> Result<NsPlan> {
         let flag = ns_flag(t);
         match ns.path() {
             None if t == LinuxNamespaceType::Time => p.new_time = true,
-            None => p.clone |= flag,
+            None => match netns.filter(|_| t == LinuxNamespaceType::Network) {
+                Some(fd) => p
+                    .child_join
+                    .push((flag, fd.try_clone().ctx(|| "network namespace")?)),
+                None => p.clone |= flag,
+            },
             Some(path) => {
                 let fd = open_ns(path, &format!("linux.namespaces[{i}].path"))?;
                 match t {
@@ -641,7 +649,7 @@ fn prepare(
         .process()
         .clone()
         .ok_or_else(|| Error::field("process", "missing"))?;
-    let ns = ns_plan(spec)?;
+    let ns = ns_plan(spec, opts.netns.as_ref())?;
     if !ns.has(LinuxNamespaceType::Mount) {
         return Err(Error::field(
             "linux.namespaces",
@@ -1590,6 +1598,26 @@ mod tests {
                 .to_string();
             assert!(e.contains("process.execCPUAffinity"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_network_namespace_given_is_joined_instead_of_made() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0",
+            "root": {"path": "rootfs"},
+            "linux": {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "pid"}]}
+        }))
+        .unwrap();
+        let p = ns_plan(&spec, None).unwrap();
+        assert!(p.clone.contains(CloneFlags::CLONE_NEWNET));
+        assert!(p.child_join.is_empty());
+        let given = OwnedFd::from(std::fs::File::open("/proc/self/ns/net").unwrap());
+        let p = ns_plan(&spec, Some(&given)).unwrap();
+        assert!(!p.clone.contains(CloneFlags::CLONE_NEWNET));
+        assert!(p.clone.contains(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID));
+        assert_eq!(p.child_join.len(), 1);
+        assert_eq!(p.child_join[0].0, CloneFlags::CLONE_NEWNET);
+        assert!(p.is_new(LinuxNamespaceType::Mount) && p.has(LinuxNamespaceType::Network));
     }
 
     #[test]

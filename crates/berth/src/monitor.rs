@@ -241,6 +241,9 @@ struct Monitor {
     /// Sockets bound to the published host ports: nothing else on the
     /// host takes them while the container may still run.
     ports: Vec<OwnedFd>,
+    /// The network namespace `run` made for the container (`none`), kept
+    /// for restarts.
+    netns: Option<OwnedFd>,
 }
 
 /// Block SIGCHLD (for the signalfd) and SIGPIPE (writes to gone clients
@@ -271,8 +274,10 @@ impl Monitor {
         args: MonitorArgs,
         attach: Option<UnixStream>,
         ready: Option<File>,
-        ports: Vec<OwnedFd>,
+        mut ports: Vec<OwnedFd>,
     ) -> Result<Monitor, (Option<File>, String)> {
+        // The namespace comes first, when there is one.
+        let netns = (args.netns && !ports.is_empty()).then(|| ports.remove(0));
         let setup = || -> Result<(SignalFd, Log, UnixListener), String> {
             let signals = signal_setup().map_err(|e| format!("signals: {e}"))?;
             // Become the reaper of everything the runtime forks.
@@ -330,6 +335,7 @@ impl Monitor {
             },
             started: Instant::now(),
             ports,
+            netns,
         })
     }
 
@@ -501,6 +507,12 @@ impl Monitor {
             console: console
                 .as_ref()
                 .map(|(_, theirs)| theirs.try_clone())
+                .transpose()
+                .map_err(|e| (125, e.to_string()))?,
+            netns: self
+                .netns
+                .as_ref()
+                .map(|n| n.try_clone())
                 .transpose()
                 .map_err(|e| (125, e.to_string()))?,
             ..Default::default()

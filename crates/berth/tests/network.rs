@@ -969,6 +969,26 @@ fn none_and_host_modes_and_dns_flags() {
         "link",
     ]);
     assert!(!o.contains("eth0"), "{o}");
+    // Its loopback is up, as with Docker: a server in the container
+    // answers on 127.0.0.1; so it is for a container made, then started.
+    assert!(o.contains("lo: <LOOPBACK,UP"), "{o}");
+    let script =
+        "httpd -p 127.0.0.1:8080 -h /etc && wget -q -O - http://127.0.0.1:8080/passwd | head -1";
+    let o = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(o.starts_with("root:"), "{o}");
+    let id = s.ok(&["create", "--network", "none", "busybox", "ip", "-o", "link"]);
+    let o = s.ok(&["start", "-a", id.trim()]);
+    assert!(o.contains("lo: <LOOPBACK,UP"), "{o}");
+    s.ok(&["rm", id.trim()]);
     // inspect lists the mode as the container's network, as Docker does.
     for mode in ["none", "host"] {
         let id = s.ok(&["create", "--network", mode, "busybox", "true"]);

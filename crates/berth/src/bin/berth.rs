@@ -723,7 +723,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let paths = paths()?;
             // The monitor gets ready while the store opens and the
             // container is made; a failure here is tried again at start.
-            let monitor = berth_engine::containers::prestart_monitor(&paths, !a.detach).ok();
+            let monitor = berth_engine::containers::prestart_monitor(&paths, !a.detach)
+                .ok()
+                .map(|m| match a.create.network.as_deref() {
+                    // Its namespace too is made meanwhile.
+                    Some("none") => m.with_fresh_netns(),
+                    _ => m,
+                });
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             Ok(containers_cli::run(&mut store, &paths, &a, monitor))
         }
