@@ -1189,8 +1189,12 @@ pub fn prestart_monitor(paths: &Paths, attach: bool) -> Result<Monitor> {
     };
     let mut cmd = std::process::Command::new(&program);
     std::os::unix::process::CommandExt::arg0(&mut cmd, "berth-monitor");
-    cmd.arg(args_r.as_raw_fd().to_string())
-        .stdin(std::process::Stdio::null())
+    cmd.arg(args_r.as_raw_fd().to_string());
+    if let Some(fd) = &protected {
+        // The monitor keeps it open while it lives (see its main).
+        cmd.arg(fd.as_raw_fd().to_string());
+    }
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     // Its own process group: the terminal's Ctrl-C is not for it.

@@ -492,8 +492,12 @@ fn bind(source: &Path, target: &Path, readonly: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether overlayfs takes `lowerdir+` through fsconfig (Linux 6.8), found
-/// once by probing a throwaway context:
+/// Whether overlayfs takes `lowerdir+` through fsconfig (Linux 6.8): so
+/// on any 6.8 or later; on older kernels (a backport may have it) found
+/// once per process by probing a throwaway context — not on every start,
+/// as freeing an overlay context waits for an expedited RCU grace period
+/// (an IPI to every CPU; in a VM whose other CPU sleeps, up to a
+/// millisecond):
 /// - before 5.2 there is no fsopen;
 /// - before 6.5 overlayfs has a "legacy" context that accepts any key
 ///   (it only builds an option string for mount(2), of at most a page),
@@ -504,9 +508,21 @@ fn has_lowerdir_add() -> io::Result<bool> {
     if let Some(found) = FOUND.get() {
         return Ok(*found);
     }
-    let found = probe_lowerdir_add()?;
+    let found = kernel_version() >= (6, 8) || probe_lowerdir_add()?;
     tracing::debug!(found, "overlayfs lowerdir+ probe");
     Ok(*FOUND.get_or_init(|| found))
+}
+
+/// The running kernel's (major, minor); (0, 0) if unreadable.
+fn kernel_version() -> (u32, u32) {
+    let Ok(uts) = nix::sys::utsname::uname() else {
+        return (0, 0);
+    };
+    let release = uts.release().to_string_lossy().into_owned();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
 }
 
 fn probe_lowerdir_add() -> io::Result<bool> {
@@ -957,17 +973,16 @@ mod tests {
         if !root() {
             return;
         }
-        let release = nix::sys::utsname::uname().unwrap();
-        let release = release.release().to_string_lossy().into_owned();
-        let mut nums = release
-            .split(|c: char| !c.is_ascii_digit())
-            .map(|n| n.parse::<u32>().unwrap_or(0));
-        let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+        let version = kernel_version();
+        assert!(version >= (5, 0), "{version:?}");
+        // The probe itself agrees with the version, which decides alone
+        // from 6.8 on.
         assert_eq!(
-            has_lowerdir_add().unwrap(),
+            probe_lowerdir_add().unwrap(),
             version >= (6, 8),
-            "kernel {release}"
+            "{version:?}"
         );
+        assert_eq!(has_lowerdir_add().unwrap(), version >= (6, 8));
     }
 
     // ---- mounts: root ----

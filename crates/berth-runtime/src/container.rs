@@ -1614,7 +1614,9 @@ mod tests {
         let given = OwnedFd::from(std::fs::File::open("/proc/self/ns/net").unwrap());
         let p = ns_plan(&spec, Some(&given)).unwrap();
         assert!(!p.clone.contains(CloneFlags::CLONE_NEWNET));
-        assert!(p.clone.contains(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID));
+        assert!(p
+            .clone
+            .contains(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID));
         assert_eq!(p.child_join.len(), 1);
         assert_eq!(p.child_join[0].0, CloneFlags::CLONE_NEWNET);
         assert!(p.is_new(LinuxNamespaceType::Mount) && p.has(LinuxNamespaceType::Network));

@@ -45,6 +45,14 @@ pub fn main() -> i32 {
     // through /proc/<pid>/exe (CVE-2019-5736). The re-exec keeps our
     // inherited descriptors.
     let protected = berth_sys::sealed::ensure_protected();
+    // The detached read-only mount we were started from (the second
+    // argument) is kept open until we exit: closing the last descriptor
+    // of a detached mount waits for an expedited RCU grace period, which
+    // a start should not wait for.
+    let own_mount = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse::<RawFd>().ok())
+        .and_then(|fd| berth_sys::fd::take_inherited(fd).ok());
     let mut raw = Vec::new();
     let mut ports = Vec::new();
     if let Ok(sock) = berth_sys::fd::take_inherited(fd) {
@@ -84,6 +92,7 @@ pub fn main() -> i32 {
     .into_iter()
     .flatten()
     .chain(ports.iter().map(|p| p.as_raw_fd()))
+    .chain(own_mount.as_ref().map(|m| m.as_raw_fd()))
     .collect();
     let _ = berth_sys::fd::close_inherited_except(&keep);
     if let Err(e) = protected {
