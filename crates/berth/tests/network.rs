@@ -958,31 +958,20 @@ fn none_and_host_modes_and_dns_flags() {
         return;
     }
     let s = store();
-    let o = s.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "busybox",
-        "ip",
-        "-o",
-        "link",
-    ]);
+    let none = |cmd: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none", "busybox"];
+        args.extend_from_slice(cmd);
+        s.ok(&args)
+    };
+    let o = none(&["ip", "-o", "link"]);
     assert!(!o.contains("eth0"), "{o}");
     // Its loopback is up, as with Docker: a server in the container
     // answers on 127.0.0.1; so it is for a container made, then started.
     assert!(o.contains("lo: <LOOPBACK,UP"), "{o}");
-    let script =
-        "httpd -p 127.0.0.1:8080 -h /etc && wget -q -O - http://127.0.0.1:8080/passwd | head -1";
-    let o = s.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "busybox",
+    let o = none(&[
         "sh",
         "-c",
-        script,
+        "httpd -p 127.0.0.1:8080 -h /etc && wget -q -O - http://127.0.0.1:8080/passwd | head -1",
     ]);
     assert!(o.starts_with("root:"), "{o}");
     let id = s.ok(&["create", "--network", "none", "busybox", "ip", "-o", "link"]);
