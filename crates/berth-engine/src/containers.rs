@@ -1106,8 +1106,9 @@ pub struct Monitor {
 
 impl Monitor {
     /// Begin making a network namespace with `lo` up on a thread, for a
-    /// container of the `none` network (a namespace made when the
-    /// container starts costs its start about half a millisecond).
+    /// container of the `none` network or of bridge networks (a namespace
+    /// made when the container starts costs its start about half a
+    /// millisecond).
     pub fn with_fresh_netns(mut self) -> Monitor {
         self.netns = Some(berth_net::netns::Pending::spawn());
         self

@@ -1000,7 +1000,7 @@ pub struct NetSetup {
 /// Make the container's network before it starts. Nothing is left
 /// half-made on error.
 /// `fresh` is a namespace with `lo` up that the caller began to make
-/// early, used for `none` (made here otherwise).
+/// early, used for `none` and bridge networks (made here otherwise).
 pub fn setup(
     images: &mut ImageStore,
     paths: &Paths,
@@ -1054,7 +1054,7 @@ pub fn setup(
         NetworkMode::Default | NetworkMode::Network(_) => {}
     }
     let _l = lock(paths)?;
-    let res = setup_locked(images, paths, rec, cfg, exposed);
+    let res = setup_locked(images, paths, rec, cfg, exposed, fresh);
     match res {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -1070,6 +1070,7 @@ fn setup_locked(
     rec: &ContainerRecord,
     cfg: &ContainerConfig,
     exposed: &[String],
+    fresh: Option<netns::Pending>,
 ) -> Result<NetSetup> {
     let t0 = std::time::Instant::now();
     // No endpoint left: its network was removed while it was stopped (or
@@ -1121,11 +1122,20 @@ fn setup_locked(
         source: e,
     })?;
     let host_fd = host_ns.as_fd();
-    netns::create(&path, || {
+    let attach = || {
         let mut inside = Netlink::open()?;
         berth_net::attach(&mut host, &mut inside, host_fd, &plans)
-    })
-    .map_err(net_err)?;
+    };
+    // A namespace made meanwhile by the starting command is kept and
+    // entered; else one is made now.
+    match fresh.map(netns::Pending::wait) {
+        Some(Ok(ns)) => netns::keep(&path, ns.as_fd())
+            .and_then(|()| netns::enter(ns.as_fd(), attach))
+            .map_err(net_err)?,
+        _ => {
+            netns::create(&path, attach).map_err(net_err)?;
+        }
+    }
     tracing::debug!(elapsed = ?t0.elapsed(), "namespace and veths");
     ensure_firewall(paths, db)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "firewall");

@@ -56,9 +56,10 @@ pub fn create<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Res
     Ok((OwnedFd::from(fd), out))
 }
 
-/// A new network namespace with only `lo`, up (as Docker's `none`
-/// network), made on its own thread while the caller does other work;
-/// nothing keeps it but the descriptor [`Pending::wait`] returns.
+/// A new network namespace with only `lo`, up (Docker's `none` network,
+/// or the start of a bridge container's), made on its own thread while
+/// the caller does other work; nothing keeps it but the descriptor
+/// [`Pending::wait`] returns.
 pub struct Pending(std::thread::JoinHandle<Result<OwnedFd>>);
 
 impl Pending {
@@ -83,6 +84,27 @@ impl Pending {
             ))
         })
     }
+}
+
+/// Keep the namespace `ns` at `path` (a bind mount of it), as [`create`]
+/// does for the ones it makes.
+pub fn keep(path: &Path, ns: BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ns_err("creating", dir, e))?;
+    }
+    File::create(path).map_err(|e| ns_err("creating", path, e))?;
+    mount(
+        Some(format!("/proc/self/fd/{}", ns.as_raw_fd()).as_str()),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        remove(path);
+        ns_err("binding the network namespace at", path, e)
+    })
 }
 
 /// Open the namespace kept at `path`.

@@ -726,9 +726,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let monitor = berth_engine::containers::prestart_monitor(&paths, !a.detach)
                 .ok()
                 .map(|m| match a.create.network.as_deref() {
-                    // Its namespace too is made meanwhile.
-                    Some("none") => m.with_fresh_netns(),
-                    _ => m,
+                    Some("host") => m,
+                    Some(n) if n.starts_with("container:") => m,
+                    // Its network namespace too is made meanwhile.
+                    _ => m.with_fresh_netns(),
                 });
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             Ok(containers_cli::run(&mut store, &paths, &a, monitor))
