@@ -646,8 +646,30 @@ fn ipv6_between_containers() {
         wait_http(&format!("[{host6}]:{port}")).as_deref(),
         Some("hello-from-web")
     );
+    // The port is held on IPv6 too while the container runs: even an
+    // IPv6-only socket (which the IPv4 one would not stop) cannot take it.
+    let port: u16 = port.parse().unwrap();
+    assert_eq!(bind_v6_only(port), Err(nix::errno::Errno::EADDRINUSE));
     s.ok(&["rm", "-f", "w6"]);
+    assert_eq!(bind_v6_only(port), Ok(()), "free again");
     s.ok(&["network", "rm", &net]);
+}
+
+/// Bind an IPv6-only TCP socket to [::]:port (and close it).
+fn bind_v6_only(port: u16) -> nix::Result<()> {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    let addr = std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    bind(fd.as_raw_fd(), &SockaddrIn6::from(addr))
 }
 
 /// An "outside" host: a network namespace of the test's own, reached from
