@@ -15,7 +15,7 @@
 //! lists and the conditional rules below) and converts it with the same
 //! code as [`from_docker_profile`], so both give the same object for the
 //! same profile. Nothing is read from disk at run time except the kernel
-//! release (`/proc/sys/kernel/osrelease`) for `minKernel` rules.
+//! release (uname) for `minKernel` rules.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
@@ -538,17 +538,12 @@ impl KernelVersion {
         Ok(KernelVersion { major, minor })
     }
 
-    /// The leading `<major>.<minor>` of a kernel release (`6.1.0-13-amd64`).
-    /// Numbers past 255 count as 255.
-    fn from_release(release: &str) -> Option<KernelVersion> {
-        let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-        let mut number = || -> Option<u8> {
-            let digits = parts.next().filter(|d| !d.is_empty())?;
-            Some(digits.parse::<u64>().map_or(u8::MAX, |n| n.min(255) as u8))
-        };
-        let major = number()?;
-        let minor = number()?;
-        Some(KernelVersion { major, minor })
+    /// A kernel's `<major>.<minor>`; numbers past 255 count as 255.
+    fn from_version((major, minor): (u64, u64)) -> KernelVersion {
+        KernelVersion {
+            major: major.min(255) as u8,
+            minor: minor.min(255) as u8,
+        }
     }
 }
 
@@ -644,17 +639,11 @@ fn scmp_arch(docker: &str) -> Option<&'static str> {
     })
 }
 
-/// The running kernel's `<major>.<minor>`, read once.
+/// The running kernel's `<major>.<minor>`.
 fn running_kernel() -> Result<KernelVersion, String> {
-    static KERNEL: OnceLock<Result<KernelVersion, String>> = OnceLock::new();
-    KERNEL
-        .get_or_init(|| {
-            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map_err(|e| format!("reading the kernel version: {e}"))?;
-            KernelVersion::from_release(&release)
-                .ok_or_else(|| format!("failed to parse kernel version {:?}", release.trim()))
-        })
-        .clone()
+    berth_sys::process::kernel_version()
+        .map(KernelVersion::from_version)
+        .ok_or_else(|| "failed to read the kernel version".to_string())
 }
 
 /// Docker's default seccomp profile as the OCI `linux.seccomp` object for
@@ -1266,18 +1255,18 @@ mod tests {
     #[test]
     fn kernel_versions() {
         let v = |major, minor| KernelVersion { major, minor };
+        // The running kernel's release, read as berth reads it.
+        let from_release =
+            |r: &str| berth_sys::process::release_version(r).map(KernelVersion::from_version);
         assert_eq!(KernelVersion::parse("4.8"), Ok(v(4, 8)));
         assert_eq!(KernelVersion::parse("10.255"), Ok(v(10, 255)));
         for bad in ["4", "4.8.1", "0.0", "256.1", "a.b", "4.", ""] {
             assert!(KernelVersion::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            KernelVersion::from_release("6.18.44-fc-v657\n"),
-            Some(v(6, 18))
-        );
-        assert_eq!(KernelVersion::from_release("5.10"), Some(v(5, 10)));
-        assert_eq!(KernelVersion::from_release("4.300.1"), Some(v(4, 255)));
-        assert_eq!(KernelVersion::from_release("linux"), None);
+        assert_eq!(from_release("6.18.44-fc-v657\n"), Some(v(6, 18)));
+        assert_eq!(from_release("5.10"), Some(v(5, 10)));
+        assert_eq!(from_release("4.300.1"), Some(v(4, 255)));
+        assert_eq!(from_release("linux"), None);
         assert!(v(4, 8) < v(4, 10) && v(4, 10) < v(5, 0));
         assert!(running_kernel().is_ok());
     }

@@ -508,21 +508,10 @@ fn has_lowerdir_add() -> io::Result<bool> {
     if let Some(found) = FOUND.get() {
         return Ok(*found);
     }
-    let found = kernel_version() >= (6, 8) || probe_lowerdir_add()?;
+    let found =
+        berth_sys::process::kernel_version().is_some_and(|v| v >= (6, 8)) || probe_lowerdir_add()?;
     tracing::debug!(found, "overlayfs lowerdir+ probe");
     Ok(*FOUND.get_or_init(|| found))
-}
-
-/// The running kernel's (major, minor); (0, 0) if unreadable.
-fn kernel_version() -> (u32, u32) {
-    let Ok(uts) = nix::sys::utsname::uname() else {
-        return (0, 0);
-    };
-    let release = uts.release().to_string_lossy().into_owned();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
 }
 
 fn probe_lowerdir_add() -> io::Result<bool> {
@@ -973,7 +962,7 @@ mod tests {
         if !root() {
             return;
         }
-        let version = kernel_version();
+        let version = berth_sys::process::kernel_version().unwrap();
         assert!(version >= (5, 0), "{version:?}");
         // The probe itself agrees with the version, which decides alone
         // from 6.8 on.

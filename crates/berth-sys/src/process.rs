@@ -144,6 +144,26 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<
     Ok(())
 }
 
+/// The leading `<major>.<minor>` of a kernel release (`6.1.0-13-amd64`);
+/// `None` when it does not start with two numbers.
+pub fn release_version(release: &str) -> Option<(u64, u64)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let mut number = || -> Option<u64> {
+        let digits = parts.next().filter(|d| !d.is_empty())?;
+        Some(digits.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    Some((number()?, number()?))
+}
+
+/// The running kernel's `<major>.<minor>`, read once (uname).
+pub fn kernel_version() -> Option<(u64, u64)> {
+    static VERSION: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let uts = nix::sys::utsname::uname().ok()?;
+        release_version(&uts.release().to_string_lossy())
+    })
+}
+
 /// Ask for `sig` when the parent dies.
 pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
