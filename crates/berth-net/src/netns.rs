@@ -17,43 +17,30 @@ fn ns_err(what: &str, path: &Path, e: impl std::fmt::Display) -> NetError {
 /// nsfs file), and run `f` inside it on a helper thread. The namespace's
 /// descriptor is returned with `f`'s result.
 pub fn create<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<(OwnedFd, T)> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ns_err("creating", dir, e))?;
-    }
-    File::create(path).map_err(|e| ns_err("creating", path, e))?;
-    let made = std::thread::scope(|s| {
-        s.spawn(|| -> Result<T> {
-            unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(|e| ns_err("unsharing a network namespace for", path, e))?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| ns_err("binding the network namespace at", path, e))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(NetError::Netns(
-                "a network namespace thread panicked".into(),
-            ))
-        })
-    });
-    let out = match made {
-        Ok(v) => v,
-        Err(e) => {
-            remove(path);
-            return Err(e);
-        }
-    };
-    let fd = File::open(path).map_err(|e| {
-        remove(path);
-        ns_err("opening", path, e)
+    let (ns, out) = on_thread(|| {
+        let ns = unshare_net()?;
+        Ok((ns, f()?))
     })?;
-    Ok((OwnedFd::from(fd), out))
+    keep(path, ns.as_fd())?;
+    Ok((ns, out))
+}
+
+/// Move the calling thread into a new network namespace; its descriptor.
+fn unshare_net() -> Result<OwnedFd> {
+    unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| NetError::Netns(format!("unsharing a network namespace: {e}")))?;
+    File::open("/proc/thread-self/ns/net")
+        .map(OwnedFd::from)
+        .map_err(|e| NetError::Netns(format!("opening a network namespace: {e}")))
+}
+
+/// Run `f` on a helper thread (whose namespaces `f` may change).
+fn on_thread<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|_| {
+        Err(NetError::Netns(
+            "a network namespace thread panicked".into(),
+        ))
+    })
 }
 
 /// A new network namespace with only `lo`, up (Docker's `none` network,
@@ -65,15 +52,12 @@ pub struct Pending(std::thread::JoinHandle<Result<OwnedFd>>);
 impl Pending {
     pub fn spawn() -> Pending {
         Pending(std::thread::spawn(|| {
-            unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(|e| NetError::Netns(format!("unsharing a network namespace: {e}")))?;
+            let ns = unshare_net()?;
             let mut nl = crate::netlink::Netlink::open()?;
             if let Some(lo) = nl.link_index("lo")? {
                 nl.set_up(lo)?;
             }
-            File::open("/proc/thread-self/ns/net")
-                .map(OwnedFd::from)
-                .map_err(|e| NetError::Netns(format!("opening a network namespace: {e}")))
+            Ok(ns)
         }))
     }
 
@@ -116,18 +100,10 @@ pub fn open(path: &Path) -> Result<OwnedFd> {
 
 /// Run `f` inside the network namespace `ns`, on a helper thread.
 pub fn enter<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<T> {
-            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
-                .map_err(|e| NetError::Netns(format!("entering a network namespace: {e}")))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(NetError::Netns(
-                "a network namespace thread panicked".into(),
-            ))
-        })
+    on_thread(|| {
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetError::Netns(format!("entering a network namespace: {e}")))?;
+        f()
     })
 }
 
