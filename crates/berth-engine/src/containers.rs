@@ -333,10 +333,10 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
 /// Take a spare directory from the pool as the directory of container
 /// `id` (its upper and work dirs, its log renamed to `id`'s), if there is
 /// one. Two creates never get the same: the rename decides.
-fn claim_spare(paths: &Paths, id: &str) -> bool {
+fn claim_spare(paths: &Paths, id: &str) {
     let containers = paths.root.join("containers");
     let Ok(entries) = std::fs::read_dir(spare_pool(&containers)) else {
-        return false;
+        return;
     };
     let dir = paths.container_dir(id);
     for e in entries.flatten() {
@@ -354,9 +354,8 @@ fn claim_spare(paths: &Paths, id: &str) -> bool {
             &nix::sys::time::TimeSpec::UTIME_NOW,
             nix::sys::stat::UtimensatFlags::NoFollowSymlink,
         );
-        return true;
+        return;
     }
-    false
 }
 
 /// States, as Docker names them.
@@ -692,12 +691,10 @@ fn finish_create(
 
 fn make_dirs(paths: &Paths, rec: &ContainerRecord) -> Result<()> {
     let dir = paths.container_dir(&rec.id);
-    let spare = claim_spare(paths, &rec.id);
+    // A spare has them already (its upper dir may have gone).
+    claim_spare(paths, &rec.id);
     for sub in ["upper", "work"] {
         let p = dir.join(sub);
-        if spare && p.is_dir() {
-            continue;
-        }
         std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
     }
     ensure_run_root(&paths.run_root)?;
@@ -1096,7 +1093,8 @@ impl Drop for NetGuard<'_, '_> {
 pub struct Monitor {
     pid: i64,
     args: Option<UnixStream>,
-    /// A network namespace being made meanwhile, for a `none` container.
+    /// A network namespace being made meanwhile, for a `none` or bridge
+    /// container.
     netns: Option<berth_net::netns::Pending>,
     ready_r: Option<OwnedFd>,
     ready_fd: i32,

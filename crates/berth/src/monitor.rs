@@ -54,11 +54,13 @@ pub fn main() -> i32 {
         .and_then(|a| a.parse::<RawFd>().ok())
         .and_then(|fd| berth_sys::fd::take_inherited(fd).ok());
     let mut raw = Vec::new();
-    let mut ports = Vec::new();
+    // The descriptors that came with them: the network namespace, if
+    // any, then the sockets holding the published ports.
+    let mut fds = Vec::new();
     if let Ok(sock) = berth_sys::fd::take_inherited(fd) {
         let mut buf = [0u8; 16 * 1024];
         loop {
-            match berth_sys::fd::recv_with_fds(sock.as_fd(), &mut buf, &mut ports) {
+            match berth_sys::fd::recv_with_fds(sock.as_fd(), &mut buf, &mut fds) {
                 Ok(0) => break,
                 Ok(n) => raw.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -66,7 +68,7 @@ pub fn main() -> i32 {
             }
         }
     }
-    // An empty pipe: the command gave up before it had a container.
+    // Nothing came: the command gave up before it had a container.
     if raw.is_empty() {
         return 0;
     }
@@ -91,7 +93,7 @@ pub fn main() -> i32 {
     ]
     .into_iter()
     .flatten()
-    .chain(ports.iter().map(|p| p.as_raw_fd()))
+    .chain(fds.iter().map(|f| f.as_raw_fd()))
     .chain(own_mount.as_ref().map(|m| m.as_raw_fd()))
     .collect();
     let _ = berth_sys::fd::close_inherited_except(&keep);
@@ -102,7 +104,7 @@ pub fn main() -> i32 {
         );
         return 1;
     }
-    match Monitor::new(args, attach, ready, ports) {
+    match Monitor::new(args, attach, ready, fds) {
         Ok(mut m) => m.run(),
         Err((mut ready, msg)) => {
             report(&mut ready, &format!("ERR 125 {msg}"));
@@ -283,10 +285,11 @@ impl Monitor {
         args: MonitorArgs,
         attach: Option<UnixStream>,
         ready: Option<File>,
-        mut ports: Vec<OwnedFd>,
+        mut fds: Vec<OwnedFd>,
     ) -> Result<Monitor, (Option<File>, String)> {
         // The namespace comes first, when there is one.
-        let netns = (args.netns && !ports.is_empty()).then(|| ports.remove(0));
+        let netns = (args.netns && !fds.is_empty()).then(|| fds.remove(0));
+        let ports = fds;
         let setup = || -> Result<(SignalFd, Log, UnixListener), String> {
             let signals = signal_setup().map_err(|e| format!("signals: {e}"))?;
             // Become the reaper of everything the runtime forks.
