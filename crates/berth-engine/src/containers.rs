@@ -958,7 +958,7 @@ fn launch(
     // The network: made now, before the monitor starts the container, and
     // handed to the runtime as a namespace path; undone if the start fails.
     let fresh = monitor.as_mut().and_then(|m| m.netns.take());
-    let net = crate::networks::setup(images, paths, &rec, cfg, &defaults.exposed, fresh)?;
+    let mut net = crate::networks::setup(images, paths, &rec, cfg, &defaults.exposed, fresh)?;
     let mut net_guard = NetGuard {
         images: Some(&mut *images),
         paths,
@@ -1026,6 +1026,11 @@ fn launch(
         ready_fd: monitor.ready_fd,
         net_root: net.netns.is_some().then(|| paths.root.clone()),
         netns: net.netns_fd.is_some(),
+        fast_path: if berth_net::fastpath::supported() {
+            std::mem::take(&mut net.fast_path)
+        } else {
+            Vec::new()
+        },
     };
     let json = serde_json::to_vec(&args).map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let keep: Vec<OwnedFd> = net.netns_fd.into_iter().chain(net.reserved).collect();

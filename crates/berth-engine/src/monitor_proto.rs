@@ -61,6 +61,10 @@ pub struct MonitorArgs {
     /// published ports).
     #[serde(default)]
     pub netns: bool,
+    /// Endpoints to put on their bridges' fast path once the container has
+    /// run a while (see `berth_net::fastpath`).
+    #[serde(default)]
+    pub fast_path: Vec<berth_net::fastpath::Endpoint>,
 }
 
 /// `state.json` in the run directory.

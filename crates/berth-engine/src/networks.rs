@@ -995,6 +995,9 @@ pub struct NetSetup {
     /// monitor to start the container in.
     pub netns_fd: Option<OwnedFd>,
     pub reserved: Vec<OwnedFd>,
+    /// The endpoints for the monitor to put on the fast path once the
+    /// container has run a while.
+    pub fast_path: Vec<berth_net::fastpath::Endpoint>,
 }
 
 /// Make the container's network before it starts. Nothing is left
@@ -1147,6 +1150,7 @@ fn setup_locked(
         netns: Some(path),
         netns_fd: None,
         reserved,
+        fast_path: plans.iter().map(Into::into).collect(),
     })
 }
 
@@ -1195,6 +1199,35 @@ fn check_subnets(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()> {
                 params![subnet.to_string(), gateway.to_string(), n.id],
             )
             .map_err(sql(db))?;
+    }
+    Ok(())
+}
+
+/// An endpoint of a running container (`network connect`) onto its
+/// bridge's eBPF fast path at once. Traffic is correct without it
+/// (through the bridge), so a failure is a warning, not a failed connect;
+/// kernels without TCX are not asked.
+fn join_fast_path(plan: &EndpointPlan) {
+    if !berth_net::fastpath::supported() {
+        return;
+    }
+    if let Err(e) = berth_net::fastpath::join(&plan.into()) {
+        tracing::warn!("{e}; traffic between containers goes through the bridge");
+    }
+}
+
+/// Take endpoints off their bridges' fast path (before or after their
+/// veths go; see [`berth_net::fastpath::leave`]).
+fn leave_fast_path(db: &Db, nl: &mut Netlink, eps: &[&EndpointRecord]) -> Result<()> {
+    if !berth_net::fastpath::supported() {
+        return Ok(());
+    }
+    for ep in eps {
+        let Some(n) = network_by_id(db, &ep.network_id)? else {
+            continue;
+        };
+        let addrs: Vec<IpAddr> = ep.ip.iter().chain(&ep.ip6).copied().collect();
+        berth_net::fastpath::leave(nl, &n.bridge, &ep.host_ifname(), &addrs).map_err(net_err)?;
     }
     Ok(())
 }
@@ -1542,11 +1575,15 @@ fn teardown_inner(
     let t0 = std::time::Instant::now();
     let mut first_err = None;
     match Netlink::open() {
-        Ok(_) if !delete_links => {}
         Ok(mut nl) => {
-            let names: Vec<String> = eps.iter().map(|e| e.host_ifname()).collect();
-            if let Err(e) = berth_net::detach(&mut nl, &names) {
-                first_err.get_or_insert(net_err(e));
+            if let Err(e) = leave_fast_path(db, &mut nl, &leased) {
+                first_err.get_or_insert(e);
+            }
+            if delete_links {
+                let names: Vec<String> = eps.iter().map(|e| e.host_ifname()).collect();
+                if let Err(e) = berth_net::detach(&mut nl, &names) {
+                    first_err.get_or_insert(net_err(e));
+                }
             }
         }
         Err(e) => {
@@ -1689,6 +1726,7 @@ pub fn connect(
             berth_net::attach(&mut host, &mut inside, hfd, std::slice::from_ref(&plan))
         })
         .map_err(net_err)?;
+        join_fast_path(&plan);
         sync_firewall(paths, db)?;
         if net.has_dns() {
             update_dns(paths, db, &net)?;
@@ -1729,6 +1767,7 @@ pub fn disconnect(
     };
     let _l = lock(paths)?;
     if let Ok(mut nl) = Netlink::open() {
+        let _ = leave_fast_path(db, &mut nl, &[&ep]);
         let _ = nl.delete_link(&ep.host_ifname());
     }
     db.conn_ref()

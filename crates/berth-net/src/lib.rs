@@ -1,10 +1,12 @@
 //! berth's networks, below the engine: address management ([`ipam`]),
 //! published-port specs ([`ports`]), links, addresses and routes through
 //! netlink ([`netlink`]), network namespaces ([`netns`]), the nftables
-//! table ([`nft`]) and the embedded DNS server ([`dns`]). It knows nothing
+//! table ([`nft`]), the eBPF fast path beside the bridges ([`fastpath`]) and
+//! the embedded DNS server ([`dns`]). It knows nothing
 //! of containers or the database: the engine hands it plain plans.
 
 pub mod dns;
+pub mod fastpath;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
@@ -28,6 +30,8 @@ pub enum NetError {
     Netns(String),
     #[error("firewall: {0}")]
     Firewall(String),
+    #[error("fast path: {0}")]
+    FastPath(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -75,11 +79,17 @@ fn write_sysctl(path: &str, value: &str) -> Result<()> {
     })
 }
 
-/// Make the bridge exist with its addresses, up; IP forwarding on (only
+/// Make the bridge exist with its addresses and a fixed MAC (derived from
+/// its first gateway address, as a container's is from its own), up; IP forwarding on (only
 /// now, when a bridge needs it) and `route_localnet` on the bridge, so
 /// that the host's own 127.0.0.1 reaches published ports without a proxy.
 pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
-    let index = nl.ensure_bridge(&plan.name, plan.mtu)?;
+    let mac = plan
+        .addrs
+        .first()
+        .map(|(a, _)| ipam::mac_for(*a))
+        .unwrap_or([0x02, 0x42, 0, 0, 0, 1]);
+    let index = nl.ensure_bridge(&plan.name, plan.mtu, mac)?;
     let has6 = plan.addrs.iter().any(|(a, _)| a.is_ipv6());
     if has6 {
         // Before the address: no autoconfiguration nor DAD delay on it.

@@ -171,15 +171,37 @@ impl Netlink {
         }))
     }
 
-    /// Create a bridge `name` (an existing one is fine), up.
-    pub fn ensure_bridge(&mut self, name: &str, mtu: u32) -> Result<u32> {
-        if let Some(i) = self.link_index(name)? {
+    /// Create a bridge `name` with the MAC `mac` (an existing one is fine,
+    /// and given that MAC if it has another), up.
+    ///
+    /// A bridge made without a MAC of its own takes the lowest of its
+    /// ports' and changes it as they come and go, so the containers'
+    /// neighbour entries for their gateway would go stale: one set
+    /// explicitly stays.
+    pub fn ensure_bridge(&mut self, name: &str, mtu: u32, mac: [u8; 6]) -> Result<u32> {
+        if let Some(l) = self.link(name)? {
+            let i = l.header.index;
+            let has = l.attributes.iter().any(|a| match a {
+                LinkAttribute::Address(a) => a[..] == mac[..],
+                _ => false,
+            });
+            if !has {
+                let mut m = LinkMessage::default();
+                m.header.index = i;
+                m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+                self.request(
+                    &format!("setting the MAC of bridge {name}"),
+                    RouteNetlinkMessage::SetLink(m),
+                    0,
+                )?;
+            }
             self.set_up(i)?;
             return Ok(i);
         }
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         m.attributes.push(LinkAttribute::Mtu(mtu));
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
         m.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,

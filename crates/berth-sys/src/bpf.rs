@@ -1,10 +1,10 @@
-//! bpf(2) for cgroup programs: load a program, attach it to a cgroup,
-//! list what is attached, detach.
+//! bpf(2): load a program, attach it to a cgroup or to a network device's
+//! TCX hook, list what is attached, detach; hash maps and their elements.
 //!
-//! Only the few commands the cgroup v2 device controller needs are wrapped.
-//! The program text is built by the caller (berth-runtime assembles its
-//! `BPF_PROG_TYPE_CGROUP_DEVICE` programs itself); this module only moves
-//! instructions and descriptors across the syscall boundary.
+//! Only the commands berth needs are wrapped: the cgroup v2 device
+//! controller's programs (berth-runtime) and the networks' fast path
+//! (berth-net). The program text is built by the caller; this module only
+//! moves instructions, bytes and descriptors across the syscall boundary.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -19,10 +19,26 @@ pub const BPF_CGROUP_DEVICE: u32 = 6;
 pub const BPF_F_ALLOW_OVERRIDE: u32 = 1;
 /// Attach flag: several programs on one cgroup, all of which must allow.
 pub const BPF_F_ALLOW_MULTI: u32 = 2;
+/// `enum bpf_prog_type`: a traffic-control classifier (TCX programs).
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `enum bpf_attach_type`: a network device's TCX ingress hook (Linux 6.6).
+pub const BPF_TCX_INGRESS: u32 = 46;
+/// `enum bpf_attach_type`: a network device's TCX egress hook (Linux 6.6).
+pub const BPF_TCX_EGRESS: u32 = 47;
+/// `enum bpf_map_type`: a hash table.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// Map flag: allocate elements as they are added, not all at creation.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
 
 // `enum bpf_cmd`
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_DETACH: libc::c_long = 9;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -60,6 +76,78 @@ impl Insn {
 
     pub const fn src(&self) -> u8 {
         self.regs >> 4
+    }
+}
+
+/// Instruction constructors: the eBPF instruction set's encodings, for
+/// callers that assemble programs.
+pub mod asm {
+    use super::Insn;
+
+    /// The frame pointer (read-only): the stack is below it.
+    pub const FP: u8 = 10;
+
+    // Operand sizes for loads and stores.
+    pub const B: u8 = 0x10;
+    pub const H: u8 = 0x08;
+    pub const W: u8 = 0x00;
+    pub const DW: u8 = 0x18;
+
+    // Jump conditions (BPF_JMP | op).
+    pub const JEQ: u8 = 0x10;
+    pub const JNE: u8 = 0x50;
+
+    const ALU64: u8 = 0x07;
+    const JMP: u8 = 0x05;
+    const LDX_MEM: u8 = 0x01 | 0x60;
+    const ST_MEM: u8 = 0x02 | 0x60;
+    const MOV: u8 = 0xb0;
+    const ADD: u8 = 0x00;
+    const X: u8 = 0x08;
+
+    /// dst = imm (sign-extended)
+    pub const fn mov64(dst: u8, imm: i32) -> Insn {
+        Insn::new(ALU64 | MOV, dst, 0, 0, imm)
+    }
+    /// dst = src
+    pub const fn mov64_reg(dst: u8, src: u8) -> Insn {
+        Insn::new(ALU64 | MOV | X, dst, src, 0, 0)
+    }
+    /// dst += imm
+    pub const fn add64(dst: u8, imm: i32) -> Insn {
+        Insn::new(ALU64 | ADD, dst, 0, 0, imm)
+    }
+    /// dst = *(size *)(src + off)
+    pub const fn load(size: u8, dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(LDX_MEM | size, dst, src, off, 0)
+    }
+    /// *(size *)(dst + off) = imm
+    pub const fn store_imm(size: u8, dst: u8, off: i16, imm: i32) -> Insn {
+        Insn::new(ST_MEM | size, dst, 0, off, imm)
+    }
+    /// if dst <op> imm goto +off
+    pub const fn jump_imm(op: u8, dst: u8, imm: i32, off: i16) -> Insn {
+        Insn::new(JMP | op, dst, 0, off, imm)
+    }
+    /// if dst <op> src goto +off
+    pub const fn jump_reg(op: u8, dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(JMP | op | X, dst, src, off, 0)
+    }
+    /// goto +off
+    pub const fn ja(off: i16) -> Insn {
+        Insn::new(JMP, 0, 0, off, 0)
+    }
+    /// r0 = helper(r1, …, r5)
+    pub const fn call(helper: i32) -> Insn {
+        Insn::new(JMP | 0x80, 0, 0, 0, helper)
+    }
+    pub const fn exit() -> Insn {
+        Insn::new(JMP | 0x90, 0, 0, 0, 0)
+    }
+    /// dst = the map behind descriptor `fd` (two instructions: a 64-bit
+    /// immediate load with the map-fd pseudo source).
+    pub const fn load_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        [Insn::new(0x18, dst, 1, 0, fd), Insn::new(0, 0, 0, 0, 0)]
     }
 }
 
@@ -115,6 +203,29 @@ struct ProgLoadAttr {
 
 #[repr(C)]
 #[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
 struct AttachAttr {
     target_fd: u32,
     attach_bpf_fd: u32,
@@ -159,6 +270,26 @@ struct ProgInfoHead {
     prog_type: u32,
     id: u32,
     tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    nr_map_ids: u32,
+    map_ids: u64,
+    name: [u8; 16],
+}
+
+/// What [`prog_info`] tells of a loaded program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgInfo {
+    pub id: u32,
+    pub prog_type: u32,
+    /// The name it was loaded with (at most 15 bytes).
+    pub name: String,
+    /// The ids of the maps it uses.
+    pub map_ids: Vec<u32>,
 }
 
 /// bpf(2) with one attribute struct. Returns the syscall's non-negative
@@ -199,6 +330,144 @@ fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
     fd.as_raw_fd() as u32
 }
 
+/// An object name for the kernel: cut to 15 bytes, NUL-terminated.
+fn obj_name(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (dst, src) in out.iter_mut().take(15).zip(name.bytes()) {
+        *dst = src;
+    }
+    out
+}
+
+/// Create a map. `name` is cut to 15 bytes (letters, digits, '_', '.').
+pub fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+    name: &str,
+) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags: flags,
+        map_name: obj_name(name),
+        ..Default::default()
+    };
+    // SAFETY: BPF_MAP_CREATE reads the plain integers and name of `attr`.
+    let rc = unsafe { sys_bpf(BPF_MAP_CREATE, &mut attr) }?;
+    owned_fd(rc)
+}
+
+/// Set `key` to `value` in `map` (made or replaced). The slices must be
+/// exactly the map's key and value sizes, or the kernel reads past them;
+/// that is checked against what the caller says the sizes are.
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    check_sizes(map, key.len(), Some(value.len()))?;
+    // SAFETY: `key` and `value` are live for the call and exactly as long
+    // as the map's key and value (checked above); the kernel only reads
+    // them.
+    unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}
+
+/// Read `key`'s value from `map` into `value`: false when there is none.
+pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    check_sizes(map, key.len(), Some(value.len()))?;
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `key` is read and `value` written, each exactly the map's
+    // size (checked above), both live for the call.
+    match unsafe { sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove `key` from `map`: false when it was not there.
+pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
+    check_sizes(map, key.len(), None)?;
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        key: key.as_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `key` is exactly the map's key size (checked above), live
+    // for the call; the kernel only reads it.
+    match unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The head of `struct bpf_map_info`.
+#[repr(C)]
+#[derive(Default)]
+struct MapInfoHead {
+    map_type: u32,
+    id: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    name: [u8; 16],
+}
+
+fn map_info(map: BorrowedFd<'_>) -> io::Result<MapInfoHead> {
+    let mut info = MapInfoHead::default();
+    let mut attr = InfoByFdAttr {
+        bpf_fd: fd_u32(map),
+        info_len: std::mem::size_of::<MapInfoHead>() as u32,
+        info: &mut info as *mut MapInfoHead as u64,
+    };
+    // SAFETY: `info` points to a writable MapInfoHead of `info_len` bytes
+    // that outlives the call.
+    unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    Ok(info)
+}
+
+/// The kernel copies as many bytes as the map's sizes from the pointers it
+/// is given: refuse slices of another length before they reach it.
+fn check_sizes(map: BorrowedFd<'_>, key: usize, value: Option<usize>) -> io::Result<()> {
+    let info = map_info(map)?;
+    let bad = key != info.key_size as usize || value.is_some_and(|v| v != info.value_size as usize);
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "bpf map element of {key}/{value:?} bytes, the map's are {}/{}",
+                info.key_size, info.value_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A descriptor for the map with this id.
+pub fn map_get_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = GetFdByIdAttr {
+        prog_id: id,
+        ..Default::default()
+    };
+    // SAFETY: BPF_MAP_GET_FD_BY_ID reads the plain integers of `attr` only.
+    let rc = unsafe { sys_bpf(BPF_MAP_GET_FD_BY_ID, &mut attr) }?;
+    owned_fd(rc)
+}
+
 /// Load a program of `prog_type`. `name` is cut to 15 bytes (the kernel
 /// accepts letters, digits, '_' and '.'). When the kernel refuses, the load
 /// is retried once with a verifier log, returned in the error.
@@ -212,16 +481,12 @@ pub fn prog_load(
         error: io::Error::from_raw_os_error(libc::E2BIG),
         log: String::new(),
     })?;
-    let mut prog_name = [0u8; 16];
-    for (dst, src) in prog_name.iter_mut().take(15).zip(name.bytes()) {
-        *dst = src;
-    }
     let mut attr = ProgLoadAttr {
         prog_type,
         insn_cnt,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        prog_name,
+        prog_name: obj_name(name),
         ..Default::default()
     };
     // SAFETY: `insns` (insn_cnt elements) and `license` (NUL-terminated) are
@@ -261,8 +526,47 @@ pub fn prog_attach(
     attach_type: u32,
     flags: u32,
 ) -> io::Result<()> {
+    attach(fd_u32(cgroup), prog, attach_type, flags)
+}
+
+/// Detach `prog` from the cgroup directory `cgroup`.
+pub fn prog_detach(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<()> {
+    detach(fd_u32(cgroup), prog, attach_type)
+}
+
+/// The ids of the programs attached to the cgroup directory `cgroup` at
+/// `attach_type` (only those attached to this cgroup itself, not inherited).
+pub fn prog_query(cgroup: BorrowedFd<'_>, attach_type: u32) -> io::Result<Vec<u32>> {
+    query(fd_u32(cgroup), attach_type)
+}
+
+/// Attach `prog` (a `BPF_PROG_TYPE_SCHED_CLS` program) to the TCX hook
+/// `attach_type` of the network device `ifindex`, after those already
+/// there. The device is looked up in the calling thread's network
+/// namespace; the program stays until detached or the device goes.
+pub fn tcx_attach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+    attach(ifindex, prog, attach_type, 0)
+}
+
+/// Detach `prog` from the TCX hook `attach_type` of device `ifindex`.
+pub fn tcx_detach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+    detach(ifindex, prog, attach_type)
+}
+
+/// The ids of the programs on the TCX hook `attach_type` of device
+/// `ifindex`, in the order they run.
+pub fn tcx_query(ifindex: u32, attach_type: u32) -> io::Result<Vec<u32>> {
+    query(ifindex, attach_type)
+}
+
+/// BPF_PROG_ATTACH; `target` is a cgroup fd or a device's ifindex.
+fn attach(target: u32, prog: BorrowedFd<'_>, attach_type: u32, flags: u32) -> io::Result<()> {
     let mut attr = AttachAttr {
-        target_fd: fd_u32(cgroup),
+        target_fd: target,
         attach_bpf_fd: fd_u32(prog),
         attach_type,
         attach_flags: flags,
@@ -272,14 +576,9 @@ pub fn prog_attach(
     unsafe { sys_bpf(BPF_PROG_ATTACH, &mut attr) }.map(drop)
 }
 
-/// Detach `prog` from the cgroup directory `cgroup`.
-pub fn prog_detach(
-    cgroup: BorrowedFd<'_>,
-    prog: BorrowedFd<'_>,
-    attach_type: u32,
-) -> io::Result<()> {
+fn detach(target: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
     let mut attr = AttachAttr {
-        target_fd: fd_u32(cgroup),
+        target_fd: target,
         attach_bpf_fd: fd_u32(prog),
         attach_type,
         attach_flags: 0,
@@ -289,13 +588,11 @@ pub fn prog_detach(
     unsafe { sys_bpf(BPF_PROG_DETACH, &mut attr) }.map(drop)
 }
 
-/// The ids of the programs attached to the cgroup directory `cgroup` at
-/// `attach_type` (only those attached to this cgroup itself, not inherited).
-pub fn prog_query(cgroup: BorrowedFd<'_>, attach_type: u32) -> io::Result<Vec<u32>> {
+fn query(target: u32, attach_type: u32) -> io::Result<Vec<u32>> {
     let mut ids: Vec<u32> = Vec::new();
     loop {
         let mut attr = QueryAttr {
-            target_fd: fd_u32(cgroup),
+            target_fd: target,
             attach_type,
             ..Default::default()
         };
@@ -336,18 +633,68 @@ pub fn prog_get_fd_by_id(id: u32) -> io::Result<OwnedFd> {
     owned_fd(rc)
 }
 
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+}
+
+/// Run a loaded program once on the packet `data` (an Ethernet frame for
+/// a classifier) without attaching it anywhere: its return value. What a
+/// redirect helper asks for is not carried out.
+pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8]) -> io::Result<i32> {
+    let mut attr = TestRunAttr {
+        prog_fd: fd_u32(prog),
+        data_size_in: u32::try_from(data.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        data_in: data.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: `data` is live for the call and `data_size_in` bytes long;
+    // the kernel copies it in and writes nothing back (no output buffer).
+    unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
+    Ok(attr.retval as i32)
+}
+
 /// The kernel's id of a loaded program.
 pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
-    let mut info = ProgInfoHead::default();
+    prog_info(prog).map(|i| i.id)
+}
+
+/// A loaded program's id, type, name and maps.
+pub fn prog_info(prog: BorrowedFd<'_>) -> io::Result<ProgInfo> {
+    // Room for a few map ids; the kernel says how many there are.
+    let mut map_ids = [0u32; 8];
+    let mut info = ProgInfoHead {
+        nr_map_ids: map_ids.len() as u32,
+        map_ids: map_ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
     let mut attr = InfoByFdAttr {
         bpf_fd: fd_u32(prog),
         info_len: std::mem::size_of::<ProgInfoHead>() as u32,
         info: &mut info as *mut ProgInfoHead as u64,
     };
-    // SAFETY: `info` points to a writable ProgInfoHead of `info_len` bytes
-    // that outlives the call.
+    // SAFETY: `info` points to a writable ProgInfoHead of `info_len` bytes,
+    // and its `map_ids` to `nr_map_ids` writable u32s; both outlive the
+    // call.
     unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
-    Ok(info.id)
+    let n = (info.nr_map_ids as usize).min(map_ids.len());
+    let end = info.name.iter().position(|&b| b == 0).unwrap_or(16);
+    Ok(ProgInfo {
+        id: info.id,
+        prog_type: info.prog_type,
+        name: String::from_utf8_lossy(&info.name[..end]).into_owned(),
+        map_ids: map_ids[..n].to_vec(),
+    })
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! holds the container's stdio or terminal, writes the json-file log,
 //! serves attach clients on a unix socket, reaps the container, records its
 //! exit in `state.json`, applies the restart policy, and for `--rm` removes
-//! the container after its last exit. It outlives the command that started
-//! it; it knows nothing of the database (the engine reads `state.json`).
+//! the container after its last exit. A second into the container's run it
+//! puts its network endpoints on the bridges' eBPF fast path. It outlives
+//! the command that started it; it knows nothing of the database (the
+//! engine reads `state.json`).
 //!
 //! Single-threaded: one poll loop over the container's output, the attach
 //! listener and clients, a pidfd of the container's init and a signalfd.
@@ -656,6 +658,10 @@ impl Monitor {
                     break;
                 }
             }
+            if !settled && drain_until.is_none() && self.started.elapsed() >= Duration::from_secs(1)
+            {
+                self.join_fast_path();
+            }
             // Build the poll set: out, err, listener, clients, signals, pidfd.
             let mut fds: Vec<PollFd> = Vec::new();
             let mut what: Vec<u8> = Vec::new();
@@ -764,6 +770,18 @@ impl Monitor {
         self.pid = None;
         let code = exit.unwrap_or(255);
         (code, self.oom_killed())
+    }
+
+    /// Put the container's endpoints on their bridges' fast path, once: a
+    /// second into its first run, so that the kernel's wait for each
+    /// program's attachment (and, at the end, for its removal) is paid by
+    /// containers that live long enough to gain from it, and by none that
+    /// are over at once. Traffic goes through the bridge meanwhile, and
+    /// for good if this fails.
+    fn join_fast_path(&mut self) {
+        for ep in std::mem::take(&mut self.args.fast_path) {
+            let _ = berth_net::fastpath::join(&ep);
+        }
     }
 
     /// Reap children; the init's exit code once it exited.

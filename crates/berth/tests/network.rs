@@ -1165,3 +1165,241 @@ fn an_internal_network_has_no_way_out() {
     s.ok(&["rm", "-f", "in1"]);
     s.ok(&["network", "rm", &net]);
 }
+
+/// A counter of a link, from sysfs.
+fn link_stat(link: &str, what: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{link}/statistics/{what}"))
+        .unwrap_or_else(|e| panic!("{link} {what}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn ifindex(link: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{link}/ifindex"))
+        .unwrap_or_else(|e| panic!("{link}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
+    if !need_root() {
+        return;
+    }
+    let s = store();
+    let net = unique("fast");
+    s.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd62:6572:7400:98::/64",
+        &net,
+    ]);
+    let web = s
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "fweb",
+            "--network",
+            &net,
+            "busybox",
+            "sh",
+            "-c",
+            WEB,
+        ])
+        .trim()
+        .to_string();
+    let cli = s
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "fcli",
+            "--network",
+            &net,
+            "busybox",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let field = |f: &str, c: &str| {
+        inspect(
+            &s,
+            &format!("{{{{.NetworkSettings.Networks.{net}.{f}}}}}"),
+            c,
+        )
+    };
+    let (ip, ip6, cli_ip) = (
+        field("IPAddress", "fweb"),
+        field("GlobalIPv6Address", "fweb"),
+        field("IPAddress", "fcli"),
+    );
+    let bridge = s.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+        &net,
+    ]);
+    let bridge = bridge.trim();
+    let (web_veth, cli_veth) = (veths_of(&web).remove(0), veths_of(&cli).remove(0));
+    // Traffic works whatever the kernel.
+    let t0 = Instant::now();
+    let mut body = String::new();
+    while t0.elapsed() < Duration::from_secs(5) && body != "hello-from-web" {
+        body = s
+            .ok(&[
+                "exec",
+                "fcli",
+                "sh",
+                "-c",
+                &format!("wget -q -O- http://{ip}/ || true"),
+            ])
+            .trim()
+            .to_string();
+    }
+    assert_eq!(body, "hello-from-web");
+    if !berth_net::fastpath::supported() {
+        eprintln!("this kernel has no TCX (Linux 6.6): no fast path to check");
+        s.ok(&["rm", "-f", "fweb", "fcli"]);
+        s.ok(&["network", "rm", &net]);
+        return;
+    }
+    // A second into each container's run, its monitor puts it on the fast
+    // path: each address in the bridge's map, pointing at its veth and MAC,
+    // and the program on its veth.
+    let t0 = Instant::now();
+    let on = |v: &str| berth_net::fastpath::on_veth(ifindex(v)).unwrap();
+    while t0.elapsed() < Duration::from_secs(10) && !(on(&web_veth) && on(&cli_veth)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(on(&web_veth) && on(&cli_veth), "not on the fast path");
+    let br = ifindex(bridge);
+    let mac: Vec<u8> = field("MacAddress", "fweb")
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    for a in [&ip, &ip6] {
+        let (idx, m) = berth_net::fastpath::entry(br, a.parse().unwrap())
+            .expect("map")
+            .unwrap_or_else(|| panic!("{a} is not on the fast path"));
+        assert_eq!((idx, m.to_vec()), (ifindex(&web_veth), mac.clone()), "{a}");
+    }
+    // Container to container, IPv4 and IPv6, both ways: nothing is sent
+    // out of a bridge port (the bridge would transmit each frame on the
+    // other container's veth). Neighbours are resolved first (through the
+    // bridge, as ARP and ND always are); multicast (IPv6's router and
+    // listener reports) still goes through it, hence a little slack
+    // against the 80 frames each veth would send through the bridge.
+    for a in [&ip, &ip6] {
+        s.ok(&["exec", "fcli", "ping", "-c", "2", "-i", "0.2", a]);
+    }
+    let before = (
+        link_stat(&web_veth, "tx_packets"),
+        link_stat(&cli_veth, "tx_packets"),
+    );
+    for a in [&ip, &ip6] {
+        s.ok(&["exec", "fcli", "ping", "-c", "40", "-i", "0.02", a]);
+    }
+    let after = (
+        link_stat(&web_veth, "tx_packets"),
+        link_stat(&cli_veth, "tx_packets"),
+    );
+    assert!(
+        after.0 - before.0 <= 16 && after.1 - before.1 <= 16,
+        "bridged, not fast: veth tx {before:?} -> {after:?}"
+    );
+    // From the host and back: sent on the veth, not through the bridge's
+    // transmit; the answers passed up through the bridge device, not by
+    // the bridge (which counts what it passes up as received).
+    assert_eq!(
+        http_get(&format!("{ip}:80")).as_deref(),
+        Some("hello-from-web")
+    );
+    let before = (
+        link_stat(bridge, "tx_packets"),
+        link_stat(bridge, "rx_packets"),
+    );
+    // Each GET is 3 or 4 frames each way: some 70 through the bridge.
+    for _ in 0..20 {
+        assert_eq!(
+            http_get(&format!("{ip}:80")).as_deref(),
+            Some("hello-from-web")
+        );
+    }
+    let after = (
+        link_stat(bridge, "tx_packets"),
+        link_stat(bridge, "rx_packets"),
+    );
+    assert!(
+        after.0 - before.0 <= 10 && after.1 - before.1 <= 10,
+        "through the bridge: tx, rx {before:?} -> {after:?}"
+    );
+    // The bridge keeps the MAC it was made with (derived from its
+    // gateway), whatever ports come and go, so the containers' neighbour
+    // entries for the gateway stay true.
+    let gateway = field("Gateway", "fweb");
+    let want: Vec<String> = std::iter::once("02:42".to_string())
+        .chain(ip_octets(&gateway).iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let addr = std::fs::read_to_string(format!("/sys/class/net/{bridge}/address")).unwrap();
+    assert_eq!(addr.trim(), want.join(":"));
+    let assign = std::fs::read_to_string(format!("/sys/class/net/{bridge}/addr_assign_type"));
+    assert_eq!(assign.unwrap().trim(), "3", "NET_ADDR_SET");
+    // Another network's container, on its own fast path, still cannot
+    // reach this one (its frames go to its own bridge, whose host
+    // forwarding drops them).
+    let other = unique("fast2");
+    s.ok(&["network", "create", &other]);
+    let far = s
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "ffar",
+            "--network",
+            &other,
+            "busybox",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let far_veth = veths_of(&far).remove(0);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && !on(&far_veth) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(on(&far_veth));
+    let o = s.run(&[
+        "exec",
+        "ffar",
+        "sh",
+        "-c",
+        &format!("wget -T 2 -q -O- http://{ip}/"),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o.stdout));
+    s.ok(&["rm", "-f", "ffar"]);
+    s.ok(&["network", "rm", &other]);
+    // A removed container's addresses leave the map; the others stay.
+    s.ok(&["rm", "-f", "fcli"]);
+    assert_eq!(
+        berth_net::fastpath::entry(br, cli_ip.parse().unwrap()).unwrap(),
+        None
+    );
+    assert!(berth_net::fastpath::entry(br, ip.parse().unwrap())
+        .unwrap()
+        .is_some());
+    s.ok(&["rm", "-f", "fweb"]);
+    assert_eq!(
+        berth_net::fastpath::entry(br, ip.parse().unwrap()).unwrap(),
+        None
+    );
+    s.ok(&["network", "rm", &net]);
+    assert!(links(bridge).is_empty());
+}
