@@ -720,10 +720,24 @@ fn firewall(db: &mut Db) -> Result<Firewall> {
 /// remember what was applied (`<run-root>/nft.applied`).
 pub fn sync_firewall(paths: &Paths, db: &mut Db) -> Result<()> {
     let table = table_name(paths);
-    let script = berth_net::nft::script(&table, &firewall(db)?);
+    let fw = firewall(db)?;
+    let script = berth_net::nft::script(&table, &fw);
     berth_net::nft::run_nft(&script).map_err(net_err)?;
     let _ = std::fs::write(paths.run_root.join("nft.applied"), &script);
+    sync_loopback(&table, &fw.ports);
     Ok(())
+}
+
+/// The host's loopback connections to published ports, redirected at the
+/// socket (`berth_net::loopback`). The table's DNAT serves them without
+/// it, so a failure is a warning.
+fn sync_loopback(table: &str, ports: &[FwPort]) {
+    if !berth_net::loopback::supported() {
+        return;
+    }
+    if let Err(e) = berth_net::loopback::sync(table, ports) {
+        tracing::warn!("{e}; the host's loopback reaches published ports through NAT");
+    }
 }
 
 /// Apply the table only when it differs from what was applied last, or
@@ -731,13 +745,15 @@ pub fn sync_firewall(paths: &Paths, db: &mut Db) -> Result<()> {
 /// of a container costs no nft process.
 fn ensure_firewall(paths: &Paths, db: &mut Db) -> Result<()> {
     let table = table_name(paths);
-    let script = berth_net::nft::script(&table, &firewall(db)?);
+    let fw = firewall(db)?;
+    let script = berth_net::nft::script(&table, &fw);
     let applied = std::fs::read_to_string(paths.run_root.join("nft.applied")).unwrap_or_default();
     if applied == script && berth_net::nft::table_present(&table) {
         return Ok(());
     }
     berth_net::nft::run_nft(&script).map_err(net_err)?;
     let _ = std::fs::write(paths.run_root.join("nft.applied"), &script);
+    sync_loopback(&table, &fw.ports);
     Ok(())
 }
 
@@ -862,6 +878,7 @@ pub fn prune(images: &mut ImageStore, paths: &Paths) -> Result<Vec<String>> {
     } else {
         berth_net::nft::apply(&table_name(paths), &Firewall::default()).map_err(net_err)?;
         let _ = std::fs::remove_file(paths.run_root.join("nft.applied"));
+        sync_loopback(&table_name(paths), &[]);
     }
     Ok(gone)
 }

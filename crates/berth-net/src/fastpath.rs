@@ -31,6 +31,7 @@
 //! TCX needs Linux 6.6 ([`supported`]); on older kernels the bridge
 //! carries everything.
 
+use crate::bpfasm::{Builder, Label};
 use crate::netlink::Netlink;
 use crate::{EndpointPlan, NetError, Result};
 use berth_sys::bpf::{self, asm, Insn};
@@ -49,7 +50,6 @@ const VALUE_SIZE: usize = 12;
 const MAX_ENTRIES: u32 = 65536;
 
 // Helper ids (`enum bpf_func_id`).
-const MAP_LOOKUP_ELEM: i32 = 1;
 const REDIRECT: i32 = 23;
 const SKB_LOAD_BYTES: i32 = 26;
 const SKB_CHANGE_TYPE: i32 = 32;
@@ -95,89 +95,43 @@ fn value_ifindex(v: &[u8; VALUE_SIZE]) -> u32 {
     u32::from_ne_bytes([v[0], v[1], v[2], v[3]])
 }
 
-/// Jumps to labels, patched when the program is done.
-struct Builder {
-    insns: Vec<Insn>,
-    fixups: Vec<(usize, Label)>,
-    labels: [Option<usize>; 4],
+/// r0 = bpf_skb_load_bytes(skb in r6, offset, fp + stack, len), on to
+/// `fail` unless it worked.
+fn load_bytes(b: &mut Builder, offset: i32, stack: i32, len: i32, fail: Label) {
+    b.push(&[
+        asm::mov64_reg(1, 6),
+        asm::mov64(2, offset),
+        asm::mov64_reg(3, asm::FP),
+        asm::add64(3, stack),
+        asm::mov64(4, len),
+        asm::call(SKB_LOAD_BYTES),
+    ]);
+    b.jump(asm::jump_imm(asm::JNE, 0, 0, 0), fail);
 }
 
-#[derive(Clone, Copy)]
-enum Label {
-    V4,
-    Lookup,
-    Gateway,
-    Pass,
+/// r7 = the map's value for the key at fp-16, if the frame's destination
+/// MAC (at fp-24) is the one it holds; else on to `miss`.
+fn lookup_mac(b: &mut Builder, map: i32, miss: Label) {
+    use asm::{FP, H, JNE, W};
+    b.lookup(map, -16, miss);
+    b.push(&[
+        asm::mov64_reg(7, 0),
+        asm::load(W, 1, 7, 4),
+        asm::load(W, 2, FP, -24),
+    ]);
+    b.jump(asm::jump_reg(JNE, 1, 2, 0), miss);
+    b.push(&[asm::load(H, 1, 7, 8), asm::load(H, 2, FP, -20)]);
+    b.jump(asm::jump_reg(JNE, 1, 2, 0), miss);
 }
 
-impl Builder {
-    fn new() -> Builder {
-        Builder {
-            insns: Vec::new(),
-            fixups: Vec::new(),
-            labels: [None; 4],
-        }
-    }
-    fn push(&mut self, insns: &[Insn]) {
-        self.insns.extend_from_slice(insns);
-    }
-    fn jump(&mut self, insn: Insn, to: Label) {
-        self.fixups.push((self.insns.len(), to));
-        self.insns.push(insn);
-    }
-    fn here(&mut self, l: Label) {
-        self.labels[l as usize] = Some(self.insns.len());
-    }
-    /// r0 = bpf_skb_load_bytes(skb in r6, offset, fp + stack, len), on to
-    /// `fail` unless it worked.
-    fn load_bytes(&mut self, offset: i32, stack: i32, len: i32, fail: Label) {
-        self.push(&[
-            asm::mov64_reg(1, 6),
-            asm::mov64(2, offset),
-            asm::mov64_reg(3, asm::FP),
-            asm::add64(3, stack),
-            asm::mov64(4, len),
-            asm::call(SKB_LOAD_BYTES),
-        ]);
-        self.jump(asm::jump_imm(asm::JNE, 0, 0, 0), fail);
-    }
-    /// r7 = the map's value for the key at fp-16, if the frame's
-    /// destination MAC (at fp-24) is the one it holds; else on to `miss`.
-    fn lookup(&mut self, map: i32, miss: Label) {
-        use asm::{FP, H, JEQ, JNE, W};
-        self.push(&asm::load_map_fd(1, map));
-        self.push(&[
-            asm::mov64_reg(2, FP),
-            asm::add64(2, -16),
-            asm::call(MAP_LOOKUP_ELEM),
-        ]);
-        self.jump(asm::jump_imm(JEQ, 0, 0, 0), miss);
-        self.push(&[
-            asm::mov64_reg(7, 0),
-            asm::load(W, 1, 7, 4),
-            asm::load(W, 2, FP, -24),
-        ]);
-        self.jump(asm::jump_reg(JNE, 1, 2, 0), miss);
-        self.push(&[asm::load(H, 1, 7, 8), asm::load(H, 2, FP, -20)]);
-        self.jump(asm::jump_reg(JNE, 1, 2, 0), miss);
-    }
-    /// return helper(r7's ifindex, flags)
-    fn redirect(&mut self, helper: i32, flags: i32) {
-        self.push(&[
-            asm::load(asm::W, 1, 7, 0),
-            asm::mov64(2, flags),
-            asm::call(helper),
-            asm::exit(),
-        ]);
-    }
-    fn finish(mut self) -> Vec<Insn> {
-        for (at, l) in self.fixups {
-            let target = self.labels[l as usize].expect("label placed");
-            // Programs here are a few dozen instructions long.
-            self.insns[at].off = (target as i64 - at as i64 - 1) as i16;
-        }
-        self.insns
-    }
+/// return helper(r7's ifindex, flags)
+fn redirect(b: &mut Builder, helper: i32, flags: i32) {
+    b.push(&[
+        asm::load(asm::W, 1, 7, 0),
+        asm::mov64(2, flags),
+        asm::call(helper),
+        asm::exit(),
+    ]);
 }
 
 /// The program for `map` (its descriptor number). `peer`: the veth's
@@ -189,24 +143,25 @@ impl Builder {
 pub fn program(map: i32, peer: bool) -> Vec<Insn> {
     use asm::{DW, FP, JEQ, JNE, W};
     let mut b = Builder::new();
-    let miss = if peer { Label::Gateway } else { Label::Pass };
+    let (v4, lookup, gateway, pass) = (b.label(), b.label(), b.label(), b.label());
+    let miss = if peer { gateway } else { pass };
     b.push(&[asm::mov64_reg(6, 1), asm::store_imm(DW, FP, -24, 0)]);
-    b.load_bytes(0, -24, 6, Label::Pass);
+    load_bytes(&mut b, 0, -24, 6, pass);
     b.push(&[asm::load(W, 2, 6, SKB_PROTOCOL)]);
-    b.jump(asm::jump_imm(JEQ, 2, ETH_P_IP, 0), Label::V4);
-    b.jump(asm::jump_imm(JNE, 2, ETH_P_IPV6, 0), Label::Pass);
+    b.jump(asm::jump_imm(JEQ, 2, ETH_P_IP, 0), v4);
+    b.jump(asm::jump_imm(JNE, 2, ETH_P_IPV6, 0), pass);
     // IPv6: the destination address is 24 bytes into the header.
-    b.load_bytes(ETH_HLEN + 24, -16, 16, Label::Pass);
-    b.jump(asm::ja(0), Label::Lookup);
+    load_bytes(&mut b, ETH_HLEN + 24, -16, 16, pass);
+    b.jump(asm::ja(0), lookup);
     // IPv4: ::ffff:a.b.c.d, the address 16 bytes into the header.
-    b.here(Label::V4);
+    b.here(v4);
     b.push(&[
         asm::store_imm(DW, FP, -16, 0),
         asm::store_imm(W, FP, -8, 0xffff_0000_u32 as i32),
     ]);
-    b.load_bytes(ETH_HLEN + 16, -4, 4, Label::Pass);
-    b.here(Label::Lookup);
-    b.lookup(map, miss);
+    load_bytes(&mut b, ETH_HLEN + 16, -4, 4, pass);
+    b.here(lookup);
+    lookup_mac(&mut b, map, miss);
     if peer {
         // The bridge port saw another host's MAC (PACKET_OTHERHOST); in
         // the container it is for this host.
@@ -215,20 +170,20 @@ pub fn program(map: i32, peer: bool) -> Vec<Insn> {
             asm::mov64(2, PACKET_HOST),
             asm::call(SKB_CHANGE_TYPE),
         ]);
-        b.redirect(REDIRECT_PEER, 0);
+        redirect(&mut b, REDIRECT_PEER, 0);
         // For the bridge's own MAC: up the host's stack through the bridge
         // device, as the bridge would pass it up.
-        b.here(Label::Gateway);
+        b.here(gateway);
         b.push(&[
             asm::store_imm(DW, FP, -16, 0),
             asm::store_imm(DW, FP, -8, 0),
         ]);
-        b.lookup(map, Label::Pass);
-        b.redirect(REDIRECT, BPF_F_INGRESS);
+        lookup_mac(&mut b, map, pass);
+        redirect(&mut b, REDIRECT, BPF_F_INGRESS);
     } else {
-        b.redirect(REDIRECT, 0);
+        redirect(&mut b, REDIRECT, 0);
     }
-    b.here(Label::Pass);
+    b.here(pass);
     b.push(&[asm::mov64(0, TCX_NEXT), asm::exit()]);
     b.finish()
 }
@@ -473,7 +428,9 @@ mod tests {
         bpf::map_update(map.as_fd(), &GATEWAY_KEY, &value(5, mac_gw)).unwrap();
         let ingress = load(map.as_fd(), true).expect("ingress program");
         let egress = load(map.as_fd(), false).expect("egress program");
-        let run = |p: &OwnedFd, f: Vec<u8>| bpf::prog_test_run(p.as_fd(), &f).unwrap_or_else(|e| panic!("{e}: {f:?}"));
+        let run = |p: &OwnedFd, f: Vec<u8>| {
+            bpf::prog_test_run(p.as_fd(), &f).unwrap_or_else(|e| panic!("{e}: {f:?}"))
+        };
         let other: IpAddr = "10.99.0.3".parse().unwrap();
         for p in [&ingress, &egress] {
             assert_eq!(run(p, frame(mac_b, b4)), REDIRECT);
@@ -496,16 +453,7 @@ mod tests {
     #[test]
     fn jumps_land_inside_the_program() {
         for peer in [false, true] {
-            let p = program(3, peer);
-            for (i, insn) in p.iter().enumerate() {
-                let class = insn.code & 0x07;
-                let is_jump = class == 0x05 && insn.code != 0x85 && insn.code != 0x95;
-                if is_jump {
-                    let to = i as i64 + 1 + i64::from(insn.off);
-                    assert!(to > i as i64 && (to as usize) < p.len(), "{i}: {insn:?}");
-                }
-            }
-            assert_eq!(p.last().unwrap().code, 0x95);
+            assert!(crate::bpfasm::jumps_land_inside(&program(3, peer)));
         }
     }
 }

@@ -1,13 +1,16 @@
 //! berth's networks, below the engine: address management ([`ipam`]),
 //! published-port specs ([`ports`]), links, addresses and routes through
 //! netlink ([`netlink`]), network namespaces ([`netns`]), the nftables
-//! table ([`nft`]), the eBPF fast path beside the bridges ([`fastpath`]) and
-//! the embedded DNS server ([`dns`]). It knows nothing
+//! table ([`nft`]), the eBPF fast path beside the bridges ([`fastpath`]), the
+//! host's loopback connections to published ports redirected at the socket
+//! ([`loopback`]) and the embedded DNS server ([`dns`]). It knows nothing
 //! of containers or the database: the engine hands it plain plans.
 
+mod bpfasm;
 pub mod dns;
 pub mod fastpath;
 pub mod ipam;
+pub mod loopback;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

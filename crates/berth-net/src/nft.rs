@@ -119,7 +119,10 @@ pub fn ruleset(table: &str, fw: &Firewall) -> String {
     let _ = writeln!(s, "\t\tfib daddr type local jump published");
     let _ = writeln!(s, "\t}}");
     // Source NAT: outbound masquerade, and the host's loopback or a
-    // container's own bridge (hairpin) reaching a published port.
+    // container's own bridge (hairpin) reaching a published port. A
+    // loopback source is masqueraded whether DNAT brought it here or a
+    // socket bound to 127.0.0.1 was pointed at a container by
+    // `loopback`'s program.
     let _ = writeln!(s, "\tchain postrouting {{");
     let _ = writeln!(
         s,
@@ -128,7 +131,7 @@ pub fn ruleset(table: &str, fw: &Firewall) -> String {
     for n in &fw.networks {
         let _ = writeln!(
             s,
-            "\t\tct status dnat oifname \"{b}\" ip saddr 127.0.0.0/8 masquerade",
+            "\t\toifname \"{b}\" ip saddr 127.0.0.0/8 masquerade",
             b = n.bridge
         );
         let _ = writeln!(
@@ -314,7 +317,7 @@ pub(crate) mod tests {
         assert!(r.contains(
             "iifname \"berth0\" oifname { \"berth0\", \"br-abc\" } oifname != \"berth0\" drop"
         ));
-        assert!(r.contains("ct status dnat oifname \"berth0\" ip saddr 127.0.0.0/8 masquerade"));
+        assert!(r.contains("oifname \"berth0\" ip saddr 127.0.0.0/8 masquerade"));
     }
 
     #[test]

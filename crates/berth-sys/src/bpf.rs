@@ -25,6 +25,16 @@ pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const BPF_TCX_INGRESS: u32 = 46;
 /// `enum bpf_attach_type`: a network device's TCX egress hook (Linux 6.6).
 pub const BPF_TCX_EGRESS: u32 = 47;
+/// `enum bpf_prog_type`: a cgroup's socket address hooks (connect,
+/// getpeername, …).
+pub const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+/// `enum bpf_attach_type`: IPv4 `connect()` in a cgroup.
+pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+/// `enum bpf_attach_type`: IPv4 `getpeername()` in a cgroup.
+pub const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
+/// `enum bpf_map_type`: a hash table that drops its least recently used
+/// elements when full.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 /// `enum bpf_map_type`: a hash table.
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 /// Map flag: allocate elements as they are added, not all at creation.
@@ -35,6 +45,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
@@ -101,10 +112,26 @@ pub mod asm {
     const JMP: u8 = 0x05;
     const LDX_MEM: u8 = 0x01 | 0x60;
     const ST_MEM: u8 = 0x02 | 0x60;
+    const STX_MEM: u8 = 0x03 | 0x60;
     const MOV: u8 = 0xb0;
     const ADD: u8 = 0x00;
     const X: u8 = 0x08;
 
+    /// dst &= imm
+    pub const fn and64(dst: u8, imm: i32) -> Insn {
+        Insn::new(ALU64 | 0x50, dst, 0, 0, imm)
+    }
+    /// *(size *)(dst + off) = src
+    pub const fn store(size: u8, dst: u8, off: i16, src: u8) -> Insn {
+        Insn::new(STX_MEM | size, dst, src, off, 0)
+    }
+    /// dst = imm, all 64 bits (two instructions)
+    pub const fn load_imm64(dst: u8, imm: u64) -> [Insn; 2] {
+        [
+            Insn::new(0x18, dst, 0, 0, imm as u32 as i32),
+            Insn::new(0, 0, 0, 0, (imm >> 32) as u32 as i32),
+        ]
+    }
     /// dst = imm (sign-extended)
     pub const fn mov64(dst: u8, imm: i32) -> Insn {
         Insn::new(ALU64 | MOV, dst, 0, 0, imm)
@@ -414,6 +441,65 @@ pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
     }
 }
 
+/// Every key of `map` (of `key_size` bytes each), in the map's order.
+/// Keys added or removed meanwhile may or may not be seen.
+pub fn map_keys(map: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let info = map_info(map)?;
+    let size = info.key_size as usize;
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut next = vec![0u8; size];
+        let mut attr = MapElemAttr {
+            map_fd: fd_u32(map),
+            // No key: the first one.
+            key: keys.last().map_or(0, |k| k.as_ptr() as u64),
+            value: next.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: `key` is null or the previous key, `key_size` bytes,
+        // read; `value` (the next key's place) is `key_size` writable
+        // bytes; both live for the call.
+        match unsafe { sys_bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
+            Ok(_) => keys.push(next),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
+            Err(e) => return Err(e),
+        }
+        if keys.len() > info.max_entries as usize {
+            // Keys deleted behind us restart the walk; do not loop forever.
+            return Ok(keys);
+        }
+    }
+}
+
+/// The type of a map (`BPF_MAP_TYPE_*`).
+pub fn map_type(map: BorrowedFd<'_>) -> io::Result<u32> {
+    map_info(map).map(|i| i.map_type)
+}
+
+/// The cookie of the calling thread's network namespace (what
+/// `bpf_get_netns_cookie` gives a program; Linux 5.14).
+pub fn netns_cookie() -> io::Result<u64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` is a writable u64 and `len` says so; the socket is
+    // live for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 /// The head of `struct bpf_map_info`.
 #[repr(C)]
 #[derive(Default)]
@@ -477,6 +563,18 @@ pub fn prog_load(
     license: &CStr,
     name: &str,
 ) -> Result<OwnedFd, ProgLoadError> {
+    prog_load_for(prog_type, 0, insns, license, name)
+}
+
+/// [`prog_load`] for a program type that must name its attach point when
+/// loaded (`expected_attach_type`, e.g. the socket address hooks).
+pub fn prog_load_for(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[Insn],
+    license: &CStr,
+    name: &str,
+) -> Result<OwnedFd, ProgLoadError> {
     let insn_cnt = u32::try_from(insns.len()).map_err(|_| ProgLoadError {
         error: io::Error::from_raw_os_error(libc::E2BIG),
         log: String::new(),
@@ -487,6 +585,7 @@ pub fn prog_load(
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name: obj_name(name),
+        expected_attach_type,
         ..Default::default()
     };
     // SAFETY: `insns` (insn_cnt elements) and `license` (NUL-terminated) are
