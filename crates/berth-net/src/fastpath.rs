@@ -198,18 +198,8 @@ fn load(map: BorrowedFd<'_>, peer: bool) -> Result<OwnedFd> {
 /// The programs named `name` on a hook of device `ifindex`.
 fn attached(ifindex: u32, hook: u32, name: &str) -> Result<Vec<bpf::ProgInfo>> {
     let ids = bpf::tcx_query(ifindex, hook).map_err(|e| fp_err("query", e))?;
-    let mut out = Vec::new();
-    for id in ids {
-        // A program detached meanwhile is not ours to worry about.
-        let Ok(fd) = bpf::prog_get_fd_by_id(id) else {
-            continue;
-        };
-        let info = bpf::prog_info(fd.as_fd()).map_err(|e| fp_err("program info", e))?;
-        if info.name == name {
-            out.push(info);
-        }
-    }
-    Ok(out)
+    let progs = bpf::programs_named(&ids, name).map_err(|e| fp_err("program info", e))?;
+    Ok(progs.into_iter().map(|(_, info)| info).collect())
 }
 
 /// The map of the bridge `bridge` (an ifindex), found through its egress

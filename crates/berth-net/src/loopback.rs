@@ -160,19 +160,27 @@ pub fn connect_program(ports: i32, sockets: i32, netns: u64) -> Vec<Insn> {
         asm::add64(3, -24),
         asm::mov64(4, 0),
         asm::call(bpfasm::MAP_UPDATE_ELEM),
-        asm::load(W, 2, 7, 0),
-        asm::store(W, 6, USER_IP4, 2),
-        asm::load(W, 2, 7, 4),
-        asm::store(W, 6, USER_PORT, 2),
     ]);
+    set_address(&mut b, 7);
     b.here(out);
     b.push(&[asm::mov64(0, 1), asm::exit()]);
     b.finish()
 }
 
+/// The socket address (context in r6) := the map value `reg` points to.
+fn set_address(b: &mut Builder, reg: u8) {
+    use asm::W;
+    b.push(&[
+        asm::load(W, 2, reg, 0),
+        asm::store(W, 6, USER_IP4, 2),
+        asm::load(W, 2, reg, 4),
+        asm::store(W, 6, USER_PORT, 2),
+    ]);
+}
+
 /// The getpeername program: the address a redirected socket asked for.
 pub fn getpeername_program(sockets: i32) -> Vec<Insn> {
-    use asm::{DW, FP, W};
+    use asm::{DW, FP};
     let mut b = Builder::new();
     let out = b.label();
     b.push(&[
@@ -181,12 +189,7 @@ pub fn getpeername_program(sockets: i32) -> Vec<Insn> {
         asm::store(DW, FP, -8, 0),
     ]);
     b.lookup(sockets, -8, out);
-    b.push(&[
-        asm::load(W, 2, 0, 0),
-        asm::store(W, 6, USER_IP4, 2),
-        asm::load(W, 2, 0, 4),
-        asm::store(W, 6, USER_PORT, 2),
-    ]);
+    set_address(&mut b, 0);
     b.here(out);
     b.push(&[asm::mov64(0, 1), asm::exit()]);
     b.finish()
@@ -209,17 +212,11 @@ fn cgroup2_root() -> Result<PathBuf> {
 /// Our programs on `hook` of the cgroup: (descriptor, map ids).
 fn ours(cg: BorrowedFd<'_>, hook: u32, name: &str) -> Result<Vec<(OwnedFd, Vec<u32>)>> {
     let ids = bpf::prog_query(cg, hook).map_err(|e| lb_err("query", e))?;
-    let mut out = Vec::new();
-    for id in ids {
-        let Ok(fd) = bpf::prog_get_fd_by_id(id) else {
-            continue;
-        };
-        let info = bpf::prog_info(fd.as_fd()).map_err(|e| lb_err("program info", e))?;
-        if info.name == name {
-            out.push((fd, info.map_ids));
-        }
-    }
-    Ok(out)
+    let progs = bpf::programs_named(&ids, name).map_err(|e| lb_err("program info", e))?;
+    Ok(progs
+        .into_iter()
+        .map(|(fd, info)| (fd, info.map_ids))
+        .collect())
 }
 
 /// The port map of the connect program already attached, if any.

@@ -9,7 +9,7 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// `enum bpf_prog_type`: a cgroup device program.
 pub const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
@@ -417,7 +417,12 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Resu
     };
     // SAFETY: `key` is read and `value` written, each exactly the map's
     // size (checked above), both live for the call.
-    match unsafe { sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+    found(unsafe { sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) })
+}
+
+/// A map command's result: whether the key was there.
+fn found(res: io::Result<libc::c_long>) -> io::Result<bool> {
+    match res {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
@@ -434,11 +439,7 @@ pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
     };
     // SAFETY: `key` is exactly the map's key size (checked above), live
     // for the call; the kernel only reads it.
-    match unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    found(unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, &mut attr) })
 }
 
 /// Every key of `map` (of `key_size` bytes each), in the map's order.
@@ -664,6 +665,20 @@ pub fn tcx_query(ifindex: u32, attach_type: u32) -> io::Result<Vec<u32>> {
 
 /// BPF_PROG_ATTACH; `target` is a cgroup fd or a device's ifindex.
 fn attach(target: u32, prog: BorrowedFd<'_>, attach_type: u32, flags: u32) -> io::Result<()> {
+    attach_cmd(BPF_PROG_ATTACH, target, prog, attach_type, flags)
+}
+
+fn detach(target: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+    attach_cmd(BPF_PROG_DETACH, target, prog, attach_type, 0)
+}
+
+fn attach_cmd(
+    cmd: libc::c_long,
+    target: u32,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<()> {
     let mut attr = AttachAttr {
         target_fd: target,
         attach_bpf_fd: fd_u32(prog),
@@ -671,20 +686,25 @@ fn attach(target: u32, prog: BorrowedFd<'_>, attach_type: u32, flags: u32) -> io
         attach_flags: flags,
         replace_bpf_fd: 0,
     };
-    // SAFETY: BPF_PROG_ATTACH reads the plain integers of `attr` only.
-    unsafe { sys_bpf(BPF_PROG_ATTACH, &mut attr) }.map(drop)
+    // SAFETY: BPF_PROG_ATTACH and BPF_PROG_DETACH read the plain integers
+    // of `attr` only.
+    unsafe { sys_bpf(cmd, &mut attr) }.map(drop)
 }
 
-fn detach(target: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
-    let mut attr = AttachAttr {
-        target_fd: target,
-        attach_bpf_fd: fd_u32(prog),
-        attach_type,
-        attach_flags: 0,
-        replace_bpf_fd: 0,
-    };
-    // SAFETY: BPF_PROG_DETACH reads the plain integers of `attr` only.
-    unsafe { sys_bpf(BPF_PROG_DETACH, &mut attr) }.map(drop)
+/// Of the programs with these ids, the ones named `name`, with a
+/// descriptor each. A program gone meanwhile is left out.
+pub fn programs_named(ids: &[u32], name: &str) -> io::Result<Vec<(OwnedFd, ProgInfo)>> {
+    let mut out = Vec::new();
+    for &id in ids {
+        let Ok(fd) = prog_get_fd_by_id(id) else {
+            continue;
+        };
+        let info = prog_info(fd.as_fd())?;
+        if info.name == name {
+            out.push((fd, info));
+        }
+    }
+    Ok(out)
 }
 
 fn query(target: u32, attach_type: u32) -> io::Result<Vec<u32>> {

@@ -180,6 +180,25 @@ fn host_address6() -> IpAddr {
     panic!("this test needs a global IPv6 address on the host");
 }
 
+/// The bridge device of network `net`.
+fn bridge_of(s: &Store, net: &str) -> String {
+    let f = "{{index .Options \"com.docker.network.bridge.name\"}}";
+    s.ok(&["network", "inspect", "-f", f, net])
+        .trim()
+        .to_string()
+}
+
+/// Wait (10 s at most) until the host-side veths `veths` carry the fast
+/// path's program; whether they do.
+fn on_fast_path(veths: &[&str]) -> bool {
+    let on = |v: &&str| berth_net::fastpath::on_veth(ifindex(v)).unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && !veths.iter().all(on) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    veths.iter().all(on)
+}
+
 fn unique(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100000)
 }
@@ -280,13 +299,7 @@ fn two_containers_talk_by_name_and_alias_and_networks_are_isolated() {
         "web",
     ]);
     assert!(!text(&o.stdout).contains(&ip));
-    let bridge = s.ok(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{index .Options \"com.docker.network.bridge.name\"}}",
-        &net,
-    ]);
+    let bridge = bridge_of(&s, &net);
     s.ok(&["network", "rm", &net, &other]);
     assert!(
         links(bridge.trim()).is_empty(),
@@ -1086,18 +1099,7 @@ fn system_prune_leaves_nothing_in_the_kernel() {
         "sleep",
         "60",
     ]);
-    let bridge = |n: &str| {
-        s.ok(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{index .Options \"com.docker.network.bridge.name\"}}",
-            n,
-        ])
-        .trim()
-        .to_string()
-    };
-    let (b0, b1) = (bridge("bridge"), bridge(&net));
+    let (b0, b1) = (bridge_of(&s, "bridge"), bridge_of(&s, &net));
     assert_eq!(links(&b0).len(), 1);
     assert!(ruleset().contains(&b0));
     s.ok(&["stop", "-t", "1", "pa", "pb"]);
@@ -1242,14 +1244,8 @@ fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
         field("GlobalIPv6Address", "fweb"),
         field("IPAddress", "fcli"),
     );
-    let bridge = s.ok(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{index .Options \"com.docker.network.bridge.name\"}}",
-        &net,
-    ]);
-    let bridge = bridge.trim();
+    let bridge = bridge_of(&s, &net);
+    let bridge = bridge.as_str();
     let (web_veth, cli_veth) = (veths_of(&web).remove(0), veths_of(&cli).remove(0));
     // Traffic works whatever the kernel.
     let t0 = Instant::now();
@@ -1276,12 +1272,10 @@ fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
     // A second into each container's run, its monitor puts it on the fast
     // path: each address in the bridge's map, pointing at its veth and MAC,
     // and the program on its veth.
-    let t0 = Instant::now();
-    let on = |v: &str| berth_net::fastpath::on_veth(ifindex(v)).unwrap();
-    while t0.elapsed() < Duration::from_secs(10) && !(on(&web_veth) && on(&cli_veth)) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(on(&web_veth) && on(&cli_veth), "not on the fast path");
+    assert!(
+        on_fast_path(&[&web_veth, &cli_veth]),
+        "not on the fast path"
+    );
     let br = ifindex(bridge);
     let mac: Vec<u8> = field("MacAddress", "fweb")
         .split(':')
@@ -1374,13 +1368,9 @@ fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
         .trim()
         .to_string();
     let far_veth = veths_of(&far).remove(0);
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) && !on(&far_veth) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // (The isolation holds either way; the programs' own test shows they
     // pass on what is not in their map.)
-    if !on(&far_veth) {
+    if !on_fast_path(&[&far_veth]) {
         eprintln!("{far_veth} not on the fast path after 10 s");
     }
     let o = s.run(&[
@@ -1469,14 +1459,7 @@ fn the_hosts_loopback_reaches_a_published_port_at_the_socket() {
         wait_http(&format!("127.0.0.1:{}", ports[0])).as_deref(),
         Some("hello-from-web")
     );
-    let bridge = s.ok(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{index .Options \"com.docker.network.bridge.name\"}}",
-        "bridge",
-    ]);
-    let table = format!("berth_{}", &bridge.trim()[3..]);
+    let table = format!("berth_{}", &bridge_of(&s, "bridge")[3..]);
     for &port in &ports {
         let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
         if !berth_net::loopback::supported() {
