@@ -1233,6 +1233,27 @@ fn join_fast_path(plan: &EndpointPlan) {
     }
 }
 
+/// The monitor's part: put its container's endpoints on their bridges'
+/// fast path, under the run root's network lock, so that two containers
+/// joining the same new bridge at once do not give it two maps. Failures
+/// are dropped: traffic goes through the bridge instead.
+pub fn join_fast_path_at(run_root: &Path, eps: &[berth_net::fastpath::Endpoint]) {
+    let Ok(f) = File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(run_root.join("net.lock"))
+    else {
+        return;
+    };
+    let Ok(_l) = Flock::lock(f, FlockArg::LockExclusive) else {
+        return;
+    };
+    for ep in eps {
+        let _ = berth_net::fastpath::join(ep);
+    }
+}
+
 /// Take endpoints off their bridges' fast path (before or after their
 /// veths go; see [`berth_net::fastpath::leave`]).
 fn leave_fast_path(db: &Db, nl: &mut Netlink, eps: &[&EndpointRecord]) -> Result<()> {

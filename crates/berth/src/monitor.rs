@@ -658,8 +658,12 @@ impl Monitor {
                     break;
                 }
             }
-            if !settled && drain_until.is_none() && self.started.elapsed() >= Duration::from_secs(1)
-            {
+            // Decided once per turn: the fast path and the settling go
+            // together.
+            let settle_now = !settled
+                && drain_until.is_none()
+                && self.started.elapsed() >= Duration::from_secs(1);
+            if settle_now {
                 self.join_fast_path();
             }
             // Build the poll set: out, err, listener, clients, signals, pidfd.
@@ -693,8 +697,7 @@ impl Monitor {
             // Settling comes last before the wait, so that what the loop
             // touches after it (every page of code read again comes back
             // with its neighbours) is only the way into poll.
-            if !settled && drain_until.is_none() && self.started.elapsed() >= Duration::from_secs(1)
-            {
+            if settle_now {
                 settle();
                 settled = true;
             }
@@ -702,7 +705,8 @@ impl Monitor {
                 PollTimeout::from(50u16)
             } else if !settled {
                 let left = Duration::from_secs(1).saturating_sub(self.started.elapsed());
-                PollTimeout::from(u16::try_from(left.as_millis()).unwrap_or(1000))
+                // Rounded up: woken before the second, the loop would spin.
+                PollTimeout::from(u16::try_from(left.as_micros().div_ceil(1000)).unwrap_or(1000))
             } else {
                 PollTimeout::NONE
             };
@@ -779,8 +783,12 @@ impl Monitor {
     /// are over at once. Traffic goes through the bridge meanwhile, and
     /// for good if this fails.
     fn join_fast_path(&mut self) {
-        for ep in std::mem::take(&mut self.args.fast_path) {
-            let _ = berth_net::fastpath::join(&ep);
+        let eps = std::mem::take(&mut self.args.fast_path);
+        if let (false, Some(run_root)) = (
+            eps.is_empty(),
+            self.args.run_dir.parent().and_then(|p| p.parent()),
+        ) {
+            berth_engine::networks::join_fast_path_at(run_root, &eps);
         }
     }
 
