@@ -834,6 +834,7 @@ fn prepare(
         preserve_fds: opts.preserve_fds,
         keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
         is_init: true,
+        cpus: None,
     };
     Ok(Prepared {
         ns,
@@ -1042,6 +1043,8 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     let clone_flags = (prep.ns.clone - CloneFlags::CLONE_NEWCGROUP).bits();
     let via_intermediate = prep.init.join_user.is_some();
     let first_flags = if via_intermediate { 0 } else { clone_flags };
+    // The child takes back every CPU we may use once it has begun.
+    prep.init.cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
     let fork =
         berth_sys::process::fork_into(first_flags, None).ctx(|| "clone container process")?;
     let pid = match fork {
@@ -1082,7 +1085,9 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     if let Some(m) = &prep.uid_map {
         std::fs::write(format!("/proc/{pid}/uid_map"), m).ctx(|| "linux.uidMappings")?;
     }
-    let pid_start = state::proc_start(pid).map(|(s, _)| s).unwrap_or(0);
+    // Off this CPU, which makes the cgroup next (a no-op with one CPU; the
+    // child restores its mask either way).
+    let _ = init::spread(pid);
     chan.send(Tag::Go, &[])?;
     // The cgroup is made while the child builds its rootfs (it waits for
     // CgroupDone before anything that needs it): on a two-core host that
@@ -1092,6 +1097,10 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     prep.cgroup.apply(&resources)?;
     prep.cgroup.add_process(pid)?;
     chan.send(Tag::CgroupDone, &[])?;
+    // The child's start time (which tells it from a later process of the
+    // same pid) is read while it works, not before it may begin: it stays
+    // readable until the child is reaped, which only we do.
+    let pid_start = state::proc_start(pid).map(|(s, _)| s).unwrap_or(0);
 
     loop {
         let (tag, payload, fd) = chan.recv_any()?.ok_or_else(|| init_died(pid))?;
@@ -1530,6 +1539,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
         preserve_fds: opts.preserve_fds,
         keyring: None,
         is_init: false,
+        cpus: None,
     };
     if let Some(sock) = &opts.console_socket {
         let s = std::os::unix::net::UnixStream::connect(sock)

@@ -1523,6 +1523,25 @@ fn security_and_resource_flags_reach_the_container() {
     .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/berth/{}/cpu.max", id.trim())))
     .unwrap();
     assert!(quota.starts_with("50000"), "{quota}");
+    // The CPUs a container may run on: the cpuset's, or else all of ours
+    // (the runtime keeps a new container off its own CPU only until the
+    // container has begun).
+    let allowed = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend(["busybox", "grep", "Cpus_allowed_list", "/proc/self/status"]);
+        s.ok(&a).split_whitespace().last().unwrap_or("").to_string()
+    };
+    let ours = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    assert_eq!(allowed(&[]), ours);
+    assert_eq!(allowed(&["--cpuset-cpus", "0"]), "0");
     // --stop-signal: stop sends it.
     s.ok(&[
         "run",
