@@ -1108,12 +1108,12 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Begin making a network namespace with `lo` up on a thread, for a
+    /// The network namespace (with `lo` up) being made on a thread, for a
     /// container of the `none` network or of bridge networks (a namespace
     /// made when the container starts costs its start about half a
     /// millisecond).
-    pub fn with_fresh_netns(mut self) -> Monitor {
-        self.netns = Some(berth_net::netns::Pending::spawn());
+    pub fn with_netns(mut self, netns: Option<berth_net::netns::Pending>) -> Monitor {
+        self.netns = netns;
         self
     }
 

@@ -185,6 +185,37 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// Keep the just-spawned thread `thread` off the caller's CPU (on the
+/// rest of the caller's CPUs), for a helper meant to run beside its
+/// spawner: the scheduler puts a new thread on its parent's CPU, where it
+/// waits while the parent works. Nothing is done with one CPU. The thread
+/// keeps that mask: for short-lived helpers only.
+pub fn spawn_elsewhere<T>(thread: &std::thread::JoinHandle<T>) {
+    use std::os::unix::thread::JoinHandleExt;
+    let (Ok(cpus), Ok(here)) = (
+        nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)),
+        nix::sched::sched_getcpu(),
+    ) else {
+        return;
+    };
+    let mut elsewhere = cpus;
+    if elsewhere.unset(here).is_err()
+        || !(0..nix::sched::CpuSet::count()).any(|c| elsewhere.is_set(c).unwrap_or(false))
+    {
+        return;
+    }
+    // SAFETY: the handle's pthread_t names a thread that is alive or not
+    // yet joined (the JoinHandle is borrowed, so it was not joined or
+    // detached); the set is a live cpu_set_t of the size given.
+    unsafe {
+        libc::pthread_setaffinity_np(
+            thread.as_pthread_t(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &elsewhere as *const nix::sched::CpuSet as *const libc::cpu_set_t,
+        );
+    }
+}
+
 /// Exit at once, without running destructors or atexit handlers (for a
 /// forked child whose parent's state must not be flushed twice).
 pub fn exit_now(code: i32) -> ! {

@@ -721,16 +721,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Container { .. } => unreachable_container(),
         Cmd::Run(a) => {
             let paths = paths()?;
-            // The monitor gets ready while the store opens and the
-            // container is made; a failure here is tried again at start.
+            // The container's network namespace is made on a thread while
+            // the store opens and the container is made; begun before the
+            // monitor's process, so that the thread finds the other CPU
+            // still idle.
+            let netns = match a.create.network.as_deref() {
+                Some("host") => None,
+                Some(n) if n.starts_with("container:") => None,
+                _ => Some(berth_net::netns::Pending::spawn()),
+            };
+            // The monitor gets ready meanwhile too; a failure here is tried
+            // again at start.
             let monitor = berth_engine::containers::prestart_monitor(&paths, !a.detach)
                 .ok()
-                .map(|m| match a.create.network.as_deref() {
-                    Some("host") => m,
-                    Some(n) if n.starts_with("container:") => m,
-                    // Its network namespace too is made meanwhile.
-                    _ => m.with_fresh_netns(),
-                });
+                .map(|m| m.with_netns(netns));
             let mut store = berth_engine::ImageStore::open(&cli.root)?;
             Ok(containers_cli::run(&mut store, &paths, &a, monitor))
         }
