@@ -546,12 +546,17 @@ fn check_sizes(map: BorrowedFd<'_>, key: usize, value: Option<usize>) -> io::Res
 
 /// A descriptor for the map with this id.
 pub fn map_get_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    fd_by_id(BPF_MAP_GET_FD_BY_ID, id)
+}
+
+/// BPF_PROG_GET_FD_BY_ID or BPF_MAP_GET_FD_BY_ID.
+fn fd_by_id(cmd: libc::c_long, id: u32) -> io::Result<OwnedFd> {
     let mut attr = GetFdByIdAttr {
         prog_id: id,
         ..Default::default()
     };
-    // SAFETY: BPF_MAP_GET_FD_BY_ID reads the plain integers of `attr` only.
-    let rc = unsafe { sys_bpf(BPF_MAP_GET_FD_BY_ID, &mut attr) }?;
+    // SAFETY: both commands read the plain integers of `attr` only.
+    let rc = unsafe { sys_bpf(cmd, &mut attr) }?;
     owned_fd(rc)
 }
 
@@ -743,13 +748,7 @@ fn query(target: u32, attach_type: u32) -> io::Result<Vec<u32>> {
 /// A descriptor for the loaded program with this id (needed to detach a
 /// program that some earlier process attached).
 pub fn prog_get_fd_by_id(id: u32) -> io::Result<OwnedFd> {
-    let mut attr = GetFdByIdAttr {
-        prog_id: id,
-        ..Default::default()
-    };
-    // SAFETY: BPF_PROG_GET_FD_BY_ID reads the plain integers of `attr` only.
-    let rc = unsafe { sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) }?;
-    owned_fd(rc)
+    fd_by_id(BPF_PROG_GET_FD_BY_ID, id)
 }
 
 #[repr(C)]
