@@ -1157,6 +1157,7 @@ fn setup_locked(
         }
     }
     tracing::debug!(elapsed = ?t0.elapsed(), "namespace and veths");
+    forget_fast_path(&plans);
     ensure_firewall(paths, db)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "firewall");
     for n in nets.iter().filter(|n| n.has_dns()) {
@@ -1256,18 +1257,37 @@ pub fn join_fast_path_at(run_root: &Path, eps: &[berth_net::fastpath::Endpoint])
 
 /// Take endpoints off their bridges' fast path (before or after their
 /// veths go; see [`berth_net::fastpath::leave`]).
-fn leave_fast_path(db: &Db, nl: &mut Netlink, eps: &[&EndpointRecord]) -> Result<()> {
+/// A failure is a warning: the addresses are released all the same, and
+/// the next container given one of them replaces its entry
+/// ([`forget_fast_path`]).
+fn leave_fast_path(db: &Db, nl: &mut Netlink, eps: &[&EndpointRecord]) {
     if !berth_net::fastpath::supported() {
-        return Ok(());
+        return;
     }
     for ep in eps {
-        let Some(n) = network_by_id(db, &ep.network_id)? else {
+        let Ok(Some(n)) = network_by_id(db, &ep.network_id) else {
             continue;
         };
         let addrs: Vec<IpAddr> = ep.ip.iter().chain(&ep.ip6).copied().collect();
-        berth_net::fastpath::leave(nl, &n.bridge, &ep.host_ifname(), &addrs).map_err(net_err)?;
+        if let Err(e) = berth_net::fastpath::leave(nl, &n.bridge, &ep.host_ifname(), &addrs) {
+            tracing::warn!("{e}");
+        }
     }
-    Ok(())
+}
+
+/// Addresses just leased: whatever entry the fast path still has for them
+/// belongs to a container that is gone (its teardown could not remove
+/// it), and would take its traffic until the new one joins.
+fn forget_fast_path(plans: &[EndpointPlan]) {
+    if !berth_net::fastpath::supported() {
+        return;
+    }
+    for p in plans {
+        let addrs: Vec<IpAddr> = p.addrs.iter().map(|(a, _)| *a).collect();
+        if let Err(e) = berth_net::fastpath::forget(&p.bridge, &addrs) {
+            tracing::warn!("{e}");
+        }
+    }
 }
 
 fn endpoint_plan(e: &EndpointRecord, n: &NetworkRecord, mtu: u32, first: bool) -> EndpointPlan {
@@ -1614,9 +1634,7 @@ fn teardown_inner(
     let mut first_err = None;
     match Netlink::open() {
         Ok(mut nl) => {
-            if let Err(e) = leave_fast_path(db, &mut nl, &leased) {
-                first_err.get_or_insert(e);
-            }
+            leave_fast_path(db, &mut nl, &leased);
             if delete_links {
                 let names: Vec<String> = eps.iter().map(|e| e.host_ifname()).collect();
                 if let Err(e) = berth_net::detach(&mut nl, &names) {
@@ -1805,7 +1823,7 @@ pub fn disconnect(
     };
     let _l = lock(paths)?;
     if let Ok(mut nl) = Netlink::open() {
-        let _ = leave_fast_path(db, &mut nl, &[&ep]);
+        leave_fast_path(db, &mut nl, &[&ep]);
         let _ = nl.delete_link(&ep.host_ifname());
     }
     db.conn_ref()

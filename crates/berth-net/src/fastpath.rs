@@ -31,6 +31,9 @@
 //! TCX needs Linux 6.6 ([`supported`]); on older kernels the bridge
 //! carries everything.
 
+#[cfg(target_endian = "big")]
+compile_error!("the fast path's programs read big-endian fields as little-endian words");
+
 use crate::bpfasm::{Builder, Label};
 use crate::netlink::Netlink;
 use crate::{EndpointPlan, NetError, Result};
@@ -287,11 +290,21 @@ pub fn join(ep: &Endpoint) -> Result<()> {
     for a in &ep.addrs {
         bpf::map_update(map.as_fd(), &key(*a), &v).map_err(|e| fp_err("map update", e))?;
     }
-    if attached(veth, bpf::BPF_TCX_INGRESS, INGRESS_NAME)?.is_empty() {
-        let prog = load(map.as_fd(), true)?;
-        bpf::tcx_attach(veth, prog.as_fd(), bpf::BPF_TCX_INGRESS)
-            .map_err(|e| fp_err("attaching to the veth", e))?;
+    // A program of ours already there stays if it uses this map; one that
+    // uses another (its bridge was made again meanwhile) is replaced.
+    let id = bpf::map_id(map.as_fd()).map_err(|e| fp_err("map", e))?;
+    let ids = bpf::tcx_query(veth, bpf::BPF_TCX_INGRESS).map_err(|e| fp_err("query", e))?;
+    let ours = bpf::programs_named(&ids, INGRESS_NAME).map_err(|e| fp_err("program info", e))?;
+    if ours.iter().any(|(_, info)| info.map_ids.contains(&id)) {
+        return Ok(());
     }
+    for (old, _) in &ours {
+        bpf::tcx_detach(veth, old.as_fd(), bpf::BPF_TCX_INGRESS)
+            .map_err(|e| fp_err("detaching from the veth", e))?;
+    }
+    let prog = load(map.as_fd(), true)?;
+    bpf::tcx_attach(veth, prog.as_fd(), bpf::BPF_TCX_INGRESS)
+        .map_err(|e| fp_err("attaching to the veth", e))?;
     Ok(())
 }
 
@@ -323,6 +336,21 @@ pub fn leave(nl: &mut Netlink, bridge: &str, veth: &str, addrs: &[IpAddr]) -> Re
         if Some(idx) == ours || nl.link_name(idx)?.is_none() {
             bpf::map_delete(map.as_fd(), &k).map_err(|e| fp_err("map delete", e))?;
         }
+    }
+    Ok(())
+}
+
+/// Remove whatever entries bridge `bridge` (a name) has for `addrs`
+/// (nothing without the bridge or its map).
+pub fn forget(bridge: &str, addrs: &[IpAddr]) -> Result<()> {
+    let Ok(bidx) = index_of(bridge) else {
+        return Ok(());
+    };
+    let Some(map) = bridge_map(bidx)? else {
+        return Ok(());
+    };
+    for a in addrs {
+        bpf::map_delete(map.as_fd(), &key(*a)).map_err(|e| fp_err("map delete", e))?;
     }
     Ok(())
 }

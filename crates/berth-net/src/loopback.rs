@@ -21,10 +21,13 @@
 //!
 //! Per run root (berth's table name `table`): a hash map
 //! `(address, port, protocol) → (container address, port)`, an LRU map
-//! `socket cookie → address asked for`, and the two programs named
+//! `socket cookie → (address asked for, container address)`, and the two programs named
 //! `bpl_<table>` that use them; found again through the cgroup's programs,
 //! so nothing is pinned or written on the host. [`sync`] with no published
 //! port detaches the programs, and the maps go with them.
+
+#[cfg(target_endian = "big")]
+compile_error!("the loopback programs read big-endian fields as little-endian words");
 
 use crate::bpfasm::{self, Builder};
 use crate::nft::FwPort;
@@ -55,12 +58,18 @@ fn lb_err(what: &str, e: impl std::fmt::Display) -> NetError {
     NetError::FastPath(format!("loopback ports: {what}: {e}"))
 }
 
-/// The programs' name for the table `table` (at most 15 bytes): `bpl_`
-/// and 11 hex digits of a hash of it (FNV-1a), the same in every berth.
+/// The programs' name for the table `table` of berth in the caller's
+/// network namespace (at most 15 bytes): `bpl_` and 11 hex digits of a
+/// hash (FNV-1a) of both, so that stores in two namespaces sharing one
+/// cgroup hierarchy keep apart.
 pub fn prog_name(table: &str) -> String {
-    let h = table.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let cookie = bpf::netns_cookie().unwrap_or(0);
+    let h = table
+        .bytes()
+        .chain(cookie.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
     format!("bpl_{:011x}", h >> 20)
 }
 
@@ -111,8 +120,9 @@ pub fn entries(ports: &[FwPort]) -> BTreeMap<[u8; KEY_SIZE], [u8; VALUE_SIZE]> {
 /// The connect program: `ports` and `sockets` are map descriptors,
 /// `netns` the host namespace's cookie.
 ///
-/// Stack: fp-16..fp-5 the key, fp-24..fp-17 the address asked for,
-/// fp-32..fp-25 the socket's cookie.
+/// Stack: fp-16..fp-5 the key; fp-40..fp-25 what the socket map keeps
+/// (the address asked for, then the container's); fp-48..fp-41 the
+/// socket's cookie.
 pub fn connect_program(ports: i32, sockets: i32, netns: u64) -> Vec<Insn> {
     use asm::{DW, FP, JNE, W};
     let mut b = Builder::new();
@@ -145,19 +155,23 @@ pub fn connect_program(ports: i32, sockets: i32, netns: u64) -> Vec<Insn> {
     b.push(&[
         asm::mov64_reg(7, 0),
         asm::load(W, 2, 6, USER_IP4),
-        asm::store(W, FP, -24, 2),
+        asm::store(W, FP, -40, 2),
         asm::load(W, 2, 6, USER_PORT),
-        asm::store(W, FP, -20, 2),
+        asm::store(W, FP, -36, 2),
+        asm::load(W, 2, 7, 0),
+        asm::store(W, FP, -32, 2),
+        asm::load(W, 2, 7, 4),
+        asm::store(W, FP, -28, 2),
         asm::mov64_reg(1, 6),
         asm::call(GET_SOCKET_COOKIE),
-        asm::store(DW, FP, -32, 0),
+        asm::store(DW, FP, -48, 0),
     ]);
     b.push(&asm::load_map_fd(1, sockets));
     b.push(&[
         asm::mov64_reg(2, FP),
-        asm::add64(2, -32),
+        asm::add64(2, -48),
         asm::mov64_reg(3, FP),
-        asm::add64(3, -24),
+        asm::add64(3, -40),
         asm::mov64(4, 0),
         asm::call(bpfasm::MAP_UPDATE_ELEM),
     ]);
@@ -178,9 +192,11 @@ fn set_address(b: &mut Builder, reg: u8) {
     ]);
 }
 
-/// The getpeername program: the address a redirected socket asked for.
+/// The getpeername program: the address a redirected socket asked for,
+/// while its peer is still the container it was pointed at (a UDP socket
+/// may connect elsewhere later).
 pub fn getpeername_program(sockets: i32) -> Vec<Insn> {
-    use asm::{DW, FP};
+    use asm::{DW, FP, JNE, W};
     let mut b = Builder::new();
     let out = b.label();
     b.push(&[
@@ -189,6 +205,10 @@ pub fn getpeername_program(sockets: i32) -> Vec<Insn> {
         asm::store(DW, FP, -8, 0),
     ]);
     b.lookup(sockets, -8, out);
+    b.push(&[asm::load(W, 1, 0, 8), asm::load(W, 2, 6, USER_IP4)]);
+    b.jump(asm::jump_reg(JNE, 1, 2, 0), out);
+    b.push(&[asm::load(W, 1, 0, 12), asm::load(W, 2, 6, USER_PORT)]);
+    b.jump(asm::jump_reg(JNE, 1, 2, 0), out);
     set_address(&mut b, 0);
     b.here(out);
     b.push(&[asm::mov64(0, 1), asm::exit()]);
@@ -254,7 +274,7 @@ fn install(cg: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
         name,
     )
     .map_err(|e| lb_err("making the map", e))?;
-    let sockets = bpf::map_create(bpf::BPF_MAP_TYPE_LRU_HASH, 8, 8, MAX_SOCKETS, 0, name)
+    let sockets = bpf::map_create(bpf::BPF_MAP_TYPE_LRU_HASH, 8, 16, MAX_SOCKETS, 0, name)
         .map_err(|e| lb_err("making the map", e))?;
     let netns = bpf::netns_cookie().map_err(|e| lb_err("network namespace cookie", e))?;
     let peer = load(
@@ -411,7 +431,7 @@ mod tests {
             "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)"
         );
         let ports = bpf::map_create(bpf::BPF_MAP_TYPE_HASH, 12, 8, 4, 1, "t").unwrap();
-        let sockets = bpf::map_create(bpf::BPF_MAP_TYPE_LRU_HASH, 8, 8, 4, 0, "t").unwrap();
+        let sockets = bpf::map_create(bpf::BPF_MAP_TYPE_LRU_HASH, 8, 16, 4, 0, "t").unwrap();
         let netns = bpf::netns_cookie().unwrap();
         load(
             bpf::BPF_CGROUP_INET4_CONNECT,

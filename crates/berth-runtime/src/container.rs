@@ -834,7 +834,7 @@ fn prepare(
         preserve_fds: opts.preserve_fds,
         keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
         is_init: true,
-        cpus: None,
+        spread: false,
     };
     Ok(Prepared {
         ns,
@@ -1043,8 +1043,8 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     let clone_flags = (prep.ns.clone - CloneFlags::CLONE_NEWCGROUP).bits();
     let via_intermediate = prep.init.join_user.is_some();
     let first_flags = if via_intermediate { 0 } else { clone_flags };
-    // The child takes back every CPU we may use once it has begun.
-    prep.init.cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+    // The child gives its CPU mask back once it has begun.
+    prep.init.spread = true;
     let fork =
         berth_sys::process::fork_into(first_flags, None).ctx(|| "clone container process")?;
     let pid = match fork {
@@ -1086,8 +1086,8 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
         std::fs::write(format!("/proc/{pid}/uid_map"), m).ctx(|| "linux.uidMappings")?;
     }
     // Off this CPU, which makes the cgroup next (a no-op with one CPU; the
-    // child restores its mask either way).
-    let _ = init::spread(pid);
+    // child gives its mask back either way).
+    init::spread(pid);
     chan.send(Tag::Go, &[])?;
     // The cgroup is made while the child builds its rootfs (it waits for
     // CgroupDone before anything that needs it): on a two-core host that
@@ -1539,7 +1539,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOptions) -> Result<Execed> {
         preserve_fds: opts.preserve_fds,
         keyring: None,
         is_init: false,
-        cpus: None,
+        spread: false,
     };
     if let Some(sock) = &opts.console_socket {
         let s = std::os::unix::net::UnixStream::connect(sock)

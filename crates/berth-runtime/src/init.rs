@@ -110,30 +110,43 @@ pub struct InitPlan {
     pub keyring: Option<String>,
     /// Whether this is a container's first process (setsid, fifo) or exec.
     pub is_init: bool,
-    /// The CPUs the child may run on, given back as soon as it may begin
-    /// (see [`spread`]); `None` when the parent left its affinity alone.
-    pub cpus: Option<nix::sched::CpuSet>,
+    /// Whether the child's CPU mask is to be given back as soon as it may
+    /// begin (see [`spread`]).
+    pub spread: bool,
 }
 
 /// For the parent, right after the fork: keep the child `pid` off this CPU
-/// until it has begun, when it takes back `cpus` (all the CPUs the parent
-/// may use) itself. Without it the scheduler puts a new child on its
-/// parent's CPU, where it waits while the parent makes its cgroup; with it
-/// the child builds its rootfs on another CPU meanwhile. Nothing is done
-/// (and `None` returned) with fewer than two CPUs.
-pub fn spread(pid: i32) -> Option<nix::sched::CpuSet> {
+/// until it has begun, when it gives its mask back ([`unspread`]). Without
+/// it the scheduler puts a new child on its parent's CPU, where it waits
+/// while the parent makes its cgroup; with it the child builds its rootfs
+/// on another CPU meanwhile. Nothing is done with fewer than two CPUs.
+pub fn spread(pid: i32) {
     use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
     let me = nix::unistd::Pid::from_raw(0);
-    let cpus = sched_getaffinity(me).ok()?;
-    let here = sched_getcpu().ok()?;
-    let mut elsewhere = cpus;
-    elsewhere.unset(here).ok()?;
-    let others = (0..CpuSet::count()).any(|c| elsewhere.is_set(c).unwrap_or(false));
-    if !others {
-        return None;
+    let (Ok(mut elsewhere), Ok(here)) = (sched_getaffinity(me), sched_getcpu()) else {
+        return;
+    };
+    if elsewhere.unset(here).is_err()
+        || !(0..CpuSet::count()).any(|c| elsewhere.is_set(c).unwrap_or(false))
+    {
+        return;
     }
-    sched_setaffinity(nix::unistd::Pid::from_raw(pid), &elsewhere).ok()?;
-    Some(cpus)
+    let _ = sched_setaffinity(nix::unistd::Pid::from_raw(pid), &elsewhere);
+}
+
+/// For the child: every CPU there is, as the mask it asks for. Since Linux
+/// 6.2 the kernel keeps a task's requested mask and applies each later
+/// cpuset as the cpuset's CPUs within it, so anything narrower would cap
+/// the container for good (at its cgroup join, at `update --cpuset-cpus`,
+/// when CPUs come online). The container's CPUs are then its cpuset's, as
+/// when nothing was asked.
+fn unspread() {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut all = CpuSet::new();
+    for c in 0..CpuSet::count() {
+        let _ = all.set(c);
+    }
+    let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &all);
 }
 
 /// Run in the forked child. Never returns: execs the container process or
@@ -166,8 +179,8 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     // If the runtime dies before we exec, die with it.
     berth_sys::process::set_parent_death_signal(libc::SIGKILL).ctx(|| "pdeathsig")?;
     chan.expect(Tag::Go)?;
-    if let Some(cpus) = plan.cpus.take() {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
+    if plan.spread {
+        unspread();
     }
 
     if plan.new_userns {

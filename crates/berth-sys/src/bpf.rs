@@ -326,22 +326,60 @@ pub struct ProgInfo {
 /// `attr` must be the attribute struct the kernel expects for `cmd`, and
 /// every pointer stored in it must be valid for the access the command
 /// makes (read or write) for the duration of the call.
+///
+/// The kernel is handed a zeroed buffer as large as its whole `union
+/// bpf_attr` with `attr` at its start, and what it wrote there is copied
+/// back into `attr`: some commands write fields beyond the ones a caller
+/// uses whatever size it passes (a TCX query writes `revision`, 56 bytes
+/// in, past a 32-byte query struct), which must land in this buffer, not
+/// on the caller's stack.
 unsafe fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    let size = std::mem::size_of::<T>() as libc::c_uint;
-    loop {
-        // SAFETY: guaranteed by this function's contract: `attr` points to a
-        // live, fully initialised struct of `size` bytes whose embedded
-        // pointers are valid.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size) };
+    let size = std::mem::size_of::<T>();
+    assert!(
+        size <= ATTR_BUF,
+        "bpf attribute struct larger than the buffer"
+    );
+    let mut buf = AttrBuf([0; ATTR_BUF]);
+    // SAFETY: `attr` is a live, fully initialised struct of `size` bytes
+    // (the attribute structs spell out their padding), and `buf` has room
+    // for them; the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(attr as *const T as *const u8, buf.0.as_mut_ptr(), size);
+    }
+    let res = loop {
+        // SAFETY: guaranteed by this function's contract: the buffer holds
+        // the attribute struct the command expects, its embedded pointers
+        // are valid, and the rest of the buffer is zero, as the kernel
+        // requires of bytes it does not know.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                buf.0.as_mut_ptr(),
+                ATTR_BUF as libc::c_uint,
+            )
+        };
         if rc >= 0 {
-            return Ok(rc);
+            break Ok(rc);
         }
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
+            break Err(err);
         }
+    };
+    // SAFETY: `buf` holds `size` initialised bytes, which are a valid `T`
+    // (plain integers and arrays of them) written back into `attr`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(buf.0.as_ptr(), attr as *mut T as *mut u8, size);
     }
+    res
 }
+
+/// Larger than any kernel's `union bpf_attr` so far (about 150 bytes).
+const ATTR_BUF: usize = 256;
+
+#[repr(C, align(8))]
+struct AttrBuf([u8; ATTR_BUF]);
 
 /// Wrap a descriptor number just returned by the kernel.
 fn owned_fd(rc: libc::c_long) -> io::Result<OwnedFd> {
@@ -470,6 +508,11 @@ pub fn map_keys(map: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
             return Ok(keys);
         }
     }
+}
+
+/// The kernel's id of a map.
+pub fn map_id(map: BorrowedFd<'_>) -> io::Result<u32> {
+    map_info(map).map(|i| i.id)
 }
 
 /// The type of a map (`BPF_MAP_TYPE_*`).

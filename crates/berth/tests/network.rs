@@ -1437,6 +1437,8 @@ fn the_hosts_loopback_reaches_a_published_port_at_the_socket() {
         "80",
         "-p",
         "127.0.0.1::80",
+        "-p",
+        "53/udp",
         "busybox",
         "sh",
         "-c",
@@ -1474,6 +1476,24 @@ fn the_hosts_loopback_reaches_a_published_port_at_the_socket() {
         assert_eq!(http_over(c), "hello-from-web");
         // A socket bound to the loopback first is masqueraded on its way.
         assert_eq!(http_over(connect_from_loopback(to)), "hello-from-web");
+    }
+    // A UDP socket connected to a published port, then elsewhere, names
+    // its new peer.
+    if berth_net::loopback::supported() {
+        let udp: u16 = s
+            .ok(&["port", "lweb", "53/udp"])
+            .lines()
+            .find(|l| l.starts_with("0.0.0.0:"))
+            .and_then(|l| l.rsplit(':').next()?.parse().ok())
+            .expect("the UDP port");
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.connect(("127.0.0.1", udp)).unwrap();
+        assert_eq!(
+            u.peer_addr().unwrap().to_string(),
+            format!("127.0.0.1:{udp}")
+        );
+        u.connect("127.0.0.2:9").unwrap();
+        assert_eq!(u.peer_addr().unwrap().to_string(), "127.0.0.2:9");
     }
     // The container's own loopback is its own: nothing is redirected there.
     let o = s.run(&[
