@@ -1026,11 +1026,7 @@ fn launch(
         ready_fd: monitor.ready_fd,
         net_root: net.netns.is_some().then(|| paths.root.clone()),
         netns: net.netns_fd.is_some(),
-        fast_path: if berth_net::fastpath::supported() {
-            std::mem::take(&mut net.fast_path)
-        } else {
-            Vec::new()
-        },
+        fast_path: std::mem::take(&mut net.fast_path),
     };
     let json = serde_json::to_vec(&args).map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let keep: Vec<OwnedFd> = net.netns_fd.into_iter().chain(net.reserved).collect();

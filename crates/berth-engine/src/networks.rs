@@ -191,7 +191,12 @@ fn net_run_dir(paths: &Paths, net_id: &str) -> PathBuf {
 /// The lock every change of kernel network state of this run root takes.
 fn lock(paths: &Paths) -> Result<Flock<File>> {
     crate::containers::ensure_run_root(&paths.run_root)?;
-    let p = paths.run_root.join("net.lock");
+    lock_at(&paths.run_root)
+}
+
+/// [`lock`] of a run root that exists.
+fn lock_at(run_root: &Path) -> Result<Flock<File>> {
+    let p = run_root.join("net.lock");
     let f = File::options()
         .create(true)
         .truncate(false)
@@ -1239,15 +1244,10 @@ fn join_fast_path(plan: &EndpointPlan) {
 /// joining the same new bridge at once do not give it two maps. Failures
 /// are dropped: traffic goes through the bridge instead.
 pub fn join_fast_path_at(run_root: &Path, eps: &[berth_net::fastpath::Endpoint]) {
-    let Ok(f) = File::options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(run_root.join("net.lock"))
-    else {
+    if !berth_net::fastpath::supported() {
         return;
-    };
-    let Ok(_l) = Flock::lock(f, FlockArg::LockExclusive) else {
+    }
+    let Ok(_l) = lock_at(run_root) else {
         return;
     };
     for ep in eps {

@@ -199,16 +199,15 @@ fn load(map: BorrowedFd<'_>, peer: bool) -> Result<OwnedFd> {
 }
 
 /// The programs named `name` on a hook of device `ifindex`.
-fn attached(ifindex: u32, hook: u32, name: &str) -> Result<Vec<bpf::ProgInfo>> {
+fn attached(ifindex: u32, hook: u32, name: &str) -> Result<Vec<(OwnedFd, bpf::ProgInfo)>> {
     let ids = bpf::tcx_query(ifindex, hook).map_err(|e| fp_err("query", e))?;
-    let progs = bpf::programs_named(&ids, name).map_err(|e| fp_err("program info", e))?;
-    Ok(progs.into_iter().map(|(_, info)| info).collect())
+    bpf::programs_named(&ids, name).map_err(|e| fp_err("program info", e))
 }
 
 /// The map of the bridge `bridge` (an ifindex), found through its egress
 /// program; `None` when it has none.
 pub fn bridge_map(bridge: u32) -> Result<Option<OwnedFd>> {
-    for info in attached(bridge, bpf::BPF_TCX_EGRESS, EGRESS_NAME)? {
+    for (_, info) in attached(bridge, bpf::BPF_TCX_EGRESS, EGRESS_NAME)? {
         if let Some(&id) = info.map_ids.first() {
             return bpf::map_get_fd_by_id(id)
                 .map(Some)
@@ -293,8 +292,7 @@ pub fn join(ep: &Endpoint) -> Result<()> {
     // A program of ours already there stays if it uses this map; one that
     // uses another (its bridge was made again meanwhile) is replaced.
     let id = bpf::map_id(map.as_fd()).map_err(|e| fp_err("map", e))?;
-    let ids = bpf::tcx_query(veth, bpf::BPF_TCX_INGRESS).map_err(|e| fp_err("query", e))?;
-    let ours = bpf::programs_named(&ids, INGRESS_NAME).map_err(|e| fp_err("program info", e))?;
+    let ours = attached(veth, bpf::BPF_TCX_INGRESS, INGRESS_NAME)?;
     if ours.iter().any(|(_, info)| info.map_ids.contains(&id)) {
         return Ok(());
     }
@@ -421,13 +419,9 @@ mod tests {
     /// not carry out the redirects it returns).
     #[test]
     fn the_kernel_runs_the_programs_as_meant() {
-        if std::env::var_os("BERTH_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
+        if !crate::need_root() {
             return;
         }
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)"
-        );
         const REDIRECT: i32 = 7;
         let map = bpf::map_create(
             bpf::BPF_MAP_TYPE_HASH,

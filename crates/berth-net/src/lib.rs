@@ -46,6 +46,21 @@ pub enum NetError {
 
 pub type Result<T, E = NetError> = std::result::Result<T, E>;
 
+/// For the crate's root-only tests: true as root; false (the test skipped)
+/// without root only when BERTH_SKIP_ROOT_TESTS=1, else the test fails.
+#[cfg(test)]
+pub(crate) fn need_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert_eq!(
+        std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref(),
+        Ok("1"),
+        "needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)"
+    );
+    false
+}
+
 /// A bridge and the gateway addresses it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgePlan {

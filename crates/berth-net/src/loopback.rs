@@ -37,7 +37,6 @@ use berth_sys::bpf::{self, asm, Insn};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
 
 const KEY_SIZE: usize = 12;
 const VALUE_SIZE: usize = 8;
@@ -48,6 +47,12 @@ const MAX_SOCKETS: u32 = 65536;
 // Helper ids.
 const GET_SOCKET_COOKIE: i32 = 46;
 const GET_NETNS_COOKIE: i32 = 122;
+
+/// The programs' hooks, connect first.
+const HOOKS: [u32; 2] = [
+    bpf::BPF_CGROUP_INET4_CONNECT,
+    bpf::BPF_CGROUP_INET4_GETPEERNAME,
+];
 
 // `struct bpf_sock_addr`.
 const USER_IP4: i16 = 4;
@@ -90,6 +95,16 @@ fn value(addr: Ipv4Addr, port: u16) -> [u8; VALUE_SIZE] {
     v
 }
 
+/// The protocol as the socket address gives it to the program; `None` for
+/// what `connect()` redirection does not serve.
+fn proto_number(p: Proto) -> Option<u8> {
+    match p {
+        Proto::Tcp => Some(libc::IPPROTO_TCP as u8),
+        Proto::Udp => Some(libc::IPPROTO_UDP as u8),
+        Proto::Sctp => None,
+    }
+}
+
 /// What the map should hold for `ports`: the TCP and UDP ports published
 /// to an IPv4 container on every address or on a loopback one.
 pub fn entries(ports: &[FwPort]) -> BTreeMap<[u8; KEY_SIZE], [u8; VALUE_SIZE]> {
@@ -104,10 +119,8 @@ pub fn entries(ports: &[FwPort]) -> BTreeMap<[u8; KEY_SIZE], [u8; VALUE_SIZE]> {
             Some(IpAddr::V4(a)) if a.is_unspecified() || a.is_loopback() => a,
             Some(_) => continue,
         };
-        let proto = match m.proto {
-            Proto::Tcp => libc::IPPROTO_TCP as u8,
-            Proto::Udp => libc::IPPROTO_UDP as u8,
-            Proto::Sctp => continue,
+        let Some(proto) = proto_number(m.proto) else {
+            continue;
         };
         out.insert(
             key(host, m.host_port, proto),
@@ -215,18 +228,10 @@ pub fn getpeername_program(sockets: i32) -> Vec<Insn> {
     b.finish()
 }
 
-/// The root of the cgroup v2 hierarchy, from /proc/self/mountinfo.
-fn cgroup2_root() -> Result<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| lb_err("/proc/self/mountinfo", e))?;
-    text.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let f: Vec<&str> = pre.split(' ').collect();
-            let root = post.split(' ').next()? == "cgroup2" && f.get(3) == Some(&"/");
-            root.then(|| f.get(4).map(PathBuf::from)).flatten()
-        })
-        .ok_or_else(|| lb_err("cgroup2", "not mounted"))
+/// The root of the cgroup v2 hierarchy, opened.
+fn cgroup() -> Result<std::fs::File> {
+    let root = berth_sys::mount::cgroup2_root().ok_or_else(|| lb_err("cgroup2", "not mounted"))?;
+    std::fs::File::open(&root).map_err(|e| lb_err(&root.to_string_lossy(), e))
 }
 
 /// Our programs on `hook` of the cgroup: (descriptor, map ids).
@@ -301,10 +306,7 @@ fn install(cg: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
 /// Detach this table's programs (their maps go with the last of them).
 fn uninstall(cg: BorrowedFd<'_>, name: &str) -> Result<()> {
     // connect first: nothing is redirected once getpeername goes.
-    for hook in [
-        bpf::BPF_CGROUP_INET4_CONNECT,
-        bpf::BPF_CGROUP_INET4_GETPEERNAME,
-    ] {
+    for hook in HOOKS {
         for (fd, _) in ours(cg, hook, name)? {
             bpf::prog_detach(cg, fd.as_fd(), hook).map_err(|e| lb_err("detaching", e))?;
         }
@@ -318,8 +320,7 @@ fn uninstall(cg: BorrowedFd<'_>, name: &str) -> Result<()> {
 pub fn sync(table: &str, ports: &[FwPort]) -> Result<()> {
     let want = entries(ports);
     let name = prog_name(table);
-    let root = cgroup2_root()?;
-    let cg = std::fs::File::open(&root).map_err(|e| lb_err(&root.to_string_lossy(), e))?;
+    let cg = cgroup()?;
     if want.is_empty() {
         return uninstall(cg.as_fd(), &name);
     }
@@ -348,18 +349,26 @@ pub fn supported() -> bool {
     berth_sys::process::kernel_version().is_some_and(|v| v >= (5, 14))
 }
 
+/// Whether `table`'s programs are on the cgroup (for tests).
+pub fn installed(table: &str) -> Result<bool> {
+    let cg = cgroup()?;
+    let name = prog_name(table);
+    for hook in HOOKS {
+        if !ours(cg.as_fd(), hook, &name)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The redirection of `127.0.0.1:port/proto` by `table`'s map, if any
 /// (for tests).
 pub fn redirection(table: &str, port: u16, proto: Proto) -> Result<Option<(Ipv4Addr, u16)>> {
-    let root = cgroup2_root()?;
-    let cg = std::fs::File::open(&root).map_err(|e| lb_err(&root.to_string_lossy(), e))?;
-    let Some(map) = attached_map(cg.as_fd(), &prog_name(table))? else {
+    let Some(map) = attached_map(cgroup()?.as_fd(), &prog_name(table))? else {
         return Ok(None);
     };
-    let p = match proto {
-        Proto::Tcp => libc::IPPROTO_TCP as u8,
-        Proto::Udp => libc::IPPROTO_UDP as u8,
-        Proto::Sctp => return Ok(None),
+    let Some(p) = proto_number(proto) else {
+        return Ok(None);
     };
     for host in [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED] {
         let mut v = [0u8; VALUE_SIZE];
@@ -423,13 +432,9 @@ mod tests {
     /// Root: the kernel's verifier takes both programs.
     #[test]
     fn the_kernel_accepts_the_programs() {
-        if std::env::var_os("BERTH_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
+        if !crate::need_root() {
             return;
         }
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)"
-        );
         let ports = bpf::map_create(bpf::BPF_MAP_TYPE_HASH, 12, 8, 4, 1, "t").unwrap();
         let sockets = bpf::map_create(bpf::BPF_MAP_TYPE_LRU_HASH, 8, 16, 4, 0, "t").unwrap();
         let netns = bpf::netns_cookie().unwrap();

@@ -36,7 +36,12 @@ fn unshare_net() -> Result<OwnedFd> {
 
 /// Run `f` on a helper thread (whose namespaces `f` may change).
 fn on_thread<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|_| {
+    joined(std::thread::scope(|s| s.spawn(f).join()))
+}
+
+/// A namespace thread's result, its panic an error.
+fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
+    r.unwrap_or_else(|_| {
         Err(NetError::Netns(
             "a network namespace thread panicked".into(),
         ))
@@ -65,11 +70,7 @@ impl Pending {
     }
 
     pub fn wait(self) -> Result<OwnedFd> {
-        self.0.join().unwrap_or_else(|_| {
-            Err(NetError::Netns(
-                "a network namespace thread panicked".into(),
-            ))
-        })
+        joined(self.0.join())
     }
 }
 

@@ -339,12 +339,7 @@ mod kernel {
     /// [`table_present`], and goes away whole.
     #[test]
     fn ruleset_loads_and_is_seen() {
-        if !nix::unistd::geteuid().is_root() {
-            assert_eq!(
-                std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref(),
-                Ok("1"),
-                "needs root"
-            );
+        if !crate::need_root() {
             return;
         }
         let table = format!("berth_unit{}", std::process::id());

@@ -121,17 +121,9 @@ pub struct InitPlan {
 /// while the parent makes its cgroup; with it the child builds its rootfs
 /// on another CPU meanwhile. Nothing is done with fewer than two CPUs.
 pub fn spread(pid: i32) {
-    use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
-    let me = nix::unistd::Pid::from_raw(0);
-    let (Ok(mut elsewhere), Ok(here)) = (sched_getaffinity(me), sched_getcpu()) else {
-        return;
-    };
-    if elsewhere.unset(here).is_err()
-        || !(0..CpuSet::count()).any(|c| elsewhere.is_set(c).unwrap_or(false))
-    {
-        return;
+    if let Some(elsewhere) = berth_sys::process::cpus_elsewhere() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &elsewhere);
     }
-    let _ = sched_setaffinity(nix::unistd::Pid::from_raw(pid), &elsewhere);
 }
 
 /// For the child: every CPU there is, as the mask it asks for. Since Linux

@@ -889,7 +889,7 @@ mod tests {
             euid, 0,
             "this test needs root (set BERTH_SKIP_ROOT_TESTS=1 to skip)"
         );
-        let mount = cgroup2_mount().expect("no cgroup2 mount in /proc/self/mountinfo");
+        let mount = crate::mount::cgroup2_root().expect("no cgroup2 mount in /proc/self/mountinfo");
         let dir = mount.join(format!("berth-sys-bpf-test-{}", std::process::id()));
         std::fs::create_dir(&dir).expect("mkdir cgroup");
         struct Rm(std::path::PathBuf);
@@ -947,16 +947,5 @@ mod tests {
         )
         .expect_err("must fail");
         assert!(err.log.contains("R0"), "log: {}", err.log);
-    }
-
-    fn cgroup2_mount() -> Option<std::path::PathBuf> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        text.lines().find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            if post.split(' ').next()? != "cgroup2" {
-                return None;
-            }
-            pre.split(' ').nth(4).map(std::path::PathBuf::from)
-        })
     }
 }

@@ -1,10 +1,11 @@
-//! The new mount API calls that nix does not wrap (open_tree, mount_setattr).
+//! The new mount API calls that nix does not wrap (open_tree, mount_setattr),
+//! and where the cgroup2 hierarchy's root is mounted.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 pub const OPEN_TREE_CLONE: u32 = 1;
 pub const AT_RECURSIVE: u32 = 0x8000;
@@ -12,6 +13,47 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// Where the root of the cgroup2 hierarchy is mounted in this mount
+/// namespace (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid
+/// host), from /proc/self/mountinfo; `None` without one.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    cgroup2_root_in(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+fn cgroup2_root_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let f: Vec<&str> = pre.split(' ').collect();
+        let whole = post.split(' ').next()? == "cgroup2" && f.get(3) == Some(&"/");
+        whole
+            .then(|| f.get(4).map(|p| PathBuf::from(unescape(p))))
+            .flatten()
+    })
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
+fn unescape(field: &str) -> std::ffi::OsString {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
 
 /// Clone the mount at `path` into a detached mount tree (open_tree with
 /// OPEN_TREE_CLONE); `recursive` takes its submounts too.
@@ -67,4 +109,24 @@ pub fn set_attr(fd: BorrowedFd<'_>, set: u64, clear: u64, recursive: bool) -> io
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup2_root_is_found_unescaped_and_not_a_bind_of_a_subtree() {
+        let hybrid = "30 23 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+            40 31 0:38 /sub /mnt/sub rw - cgroup2 cgroup2 rw\n\
+            41 31 0:38 / /sys/fs/cgroup/my\\040dir rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_root_in(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/my dir"))
+        );
+        assert_eq!(
+            cgroup2_root_in("22 27 0:21 / /proc rw - proc proc rw\n"),
+            None
+        );
+    }
 }

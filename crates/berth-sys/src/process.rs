@@ -185,25 +185,27 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-/// Keep the just-spawned thread `thread` off the caller's CPU (on the
-/// rest of the caller's CPUs), for a helper meant to run beside its
-/// spawner: the scheduler puts a new thread on its parent's CPU, where it
-/// waits while the parent works. Nothing is done with one CPU. The thread
-/// keeps that mask: for short-lived helpers only.
+/// The caller's CPUs but the one it runs on; `None` when that leaves
+/// none. A new process or thread lands on its parent's CPU, where it waits
+/// while the parent works: this is the mask to give a helper meant to run
+/// beside it.
+pub fn cpus_elsewhere() -> Option<nix::sched::CpuSet> {
+    use nix::sched::{sched_getaffinity, sched_getcpu, CpuSet};
+    let mut cpus = sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    cpus.unset(sched_getcpu().ok()?).ok()?;
+    (0..CpuSet::count())
+        .any(|c| cpus.is_set(c).unwrap_or(false))
+        .then_some(cpus)
+}
+
+/// Keep the just-spawned thread `thread` off the caller's CPU
+/// ([`cpus_elsewhere`]). Nothing is done with one CPU. The thread keeps
+/// that mask: for short-lived helpers only.
 pub fn spawn_elsewhere<T>(thread: &std::thread::JoinHandle<T>) {
     use std::os::unix::thread::JoinHandleExt;
-    let (Ok(cpus), Ok(here)) = (
-        nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)),
-        nix::sched::sched_getcpu(),
-    ) else {
+    let Some(elsewhere) = cpus_elsewhere() else {
         return;
     };
-    let mut elsewhere = cpus;
-    if elsewhere.unset(here).is_err()
-        || !(0..nix::sched::CpuSet::count()).any(|c| elsewhere.is_set(c).unwrap_or(false))
-    {
-        return;
-    }
     // SAFETY: the handle's pthread_t names a thread that is alive or not
     // yet joined (the JoinHandle is borrowed, so it was not joined or
     // detached); the set is a live cpu_set_t of the size given.

@@ -1532,31 +1532,6 @@ fn the_hosts_loopback_reaches_a_published_port_at_the_socket() {
                 .unwrap(),
             None
         );
-        assert!(!loopback_programs_of(&table));
+        assert!(!berth_net::loopback::installed(&table).unwrap());
     }
-}
-
-/// Whether `table`'s loopback programs are on the cgroup v2 root.
-fn loopback_programs_of(table: &str) -> bool {
-    use berth_sys::bpf;
-    use std::os::fd::AsFd;
-    let root = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let f: Vec<&str> = pre.split(' ').collect();
-            (post.starts_with("cgroup2 ") && f[3] == "/").then(|| f[4].to_string())
-        })
-        .expect("a cgroup2 mount");
-    let cg = std::fs::File::open(root).unwrap();
-    let name = berth_net::loopback::prog_name(table);
-    [
-        bpf::BPF_CGROUP_INET4_CONNECT,
-        bpf::BPF_CGROUP_INET4_GETPEERNAME,
-    ]
-    .iter()
-    .flat_map(|&h| bpf::prog_query(cg.as_fd(), h).unwrap())
-    .filter_map(|id| bpf::prog_get_fd_by_id(id).ok())
-    .any(|fd| bpf::prog_info(fd.as_fd()).unwrap().name == name)
 }
