@@ -1388,6 +1388,40 @@ fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
     assert!(berth_net::fastpath::entry(br, ip.parse().unwrap())
         .unwrap()
         .is_some());
+    // An entry that a failed teardown left for an address goes when the
+    // address is leased again, before the new container joins.
+    {
+        use std::os::fd::AsFd;
+        let map = berth_net::fastpath::bridge_map(br)
+            .unwrap()
+            .expect("the map");
+        let stale = berth_net::fastpath::value(999_999, [2, 0x42, 9, 9, 9, 9]);
+        let k = berth_net::fastpath::key(cli_ip.parse().unwrap());
+        berth_sys::bpf::map_update(map.as_fd(), &k, &stale).unwrap();
+    }
+    let new = s
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "fnew",
+            "--network",
+            &net,
+            "busybox",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        field("IPAddress", "fnew"),
+        cli_ip,
+        "the freed address again"
+    );
+    let e = berth_net::fastpath::entry(br, cli_ip.parse().unwrap()).unwrap();
+    let new_veth = ifindex(&veths_of(&new).remove(0));
+    assert!(e.is_none_or(|(idx, _)| idx == new_veth), "{e:?}");
+    s.ok(&["rm", "-f", "fnew"]);
     s.ok(&["rm", "-f", "fweb"]);
     assert_eq!(
         berth_net::fastpath::entry(br, ip.parse().unwrap()).unwrap(),
