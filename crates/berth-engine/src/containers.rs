@@ -373,7 +373,7 @@ fn now() -> String {
 }
 
 /// A new container ID: 64 random hex digits.
-fn new_id() -> Result<String> {
+pub fn new_id() -> Result<String> {
     crate::random_hex().map_err(io("reading", Path::new("/dev/urandom")))
 }
 
@@ -513,8 +513,19 @@ pub(crate) fn lock(paths: &Paths, id: &str) -> Result<Flock<File>> {
 pub fn create(
     images: &mut ImageStore,
     paths: &Paths,
+    cfg: ContainerConfig,
+    name: Option<&str>,
+) -> Result<ContainerRecord> {
+    create_as(images, paths, cfg, name, new_id()?)
+}
+
+/// [`create`] with an ID chosen before (by [`new_id`]).
+pub fn create_as(
+    images: &mut ImageStore,
+    paths: &Paths,
     mut cfg: ContainerConfig,
     name: Option<&str>,
+    id: String,
 ) -> Result<ContainerRecord> {
     if let Some(n) = name {
         validate_name(n)?;
@@ -524,7 +535,6 @@ pub fn create(
     let command = spec::command(&cfg, &defaults)?;
     volumes_from(images, &mut cfg)?;
     resolve_volumes(images, &mut cfg, &defaults)?;
-    let id = new_id()?;
     let name = match name {
         Some(n) => n.strip_prefix('/').unwrap_or(n).to_string(),
         None => random_name(&id),
@@ -931,7 +941,7 @@ fn launch(
         msg: e.to_string(),
     })?;
     make_workdir(&rootfs, &spec::working_dir(cfg, &defaults)?)?;
-    let cgroup = format!("/berth/{}", rec.id);
+    let cgroup = cgroup_path(&rec.id);
     let (hostname, hosts, resolv) = (
         paths.etc_file(&rec.id, "hostname"),
         paths.etc_file(&rec.id, "hosts"),
@@ -1113,6 +1123,25 @@ impl Monitor {
         self
     }
 
+    /// Have the monitor make container `id`'s cgroup with the limits
+    /// `cfg` asks for while the container is made (`create_as` with the
+    /// same `id`): the start then only moves the container's process in.
+    /// The monitor removes it if the container never comes.
+    pub fn prepare(&mut self, id: &str, cfg: &ContainerConfig) {
+        let (Some(args), Ok(resources)) = (&self.args, spec::linux_resources(cfg)) else {
+            return;
+        };
+        let line = proto::Prepare {
+            id: id.to_string(),
+            cgroup: cgroup_path(id),
+            resources,
+        }
+        .encode();
+        // The line fits the socket's buffer; a monitor gone makes the
+        // arguments fail later, with the error that matters.
+        let _ = (&mut &*args).write_all(&line);
+    }
+
     /// Hand the monitor its arguments and the descriptors it keeps; its
     /// pid, the readiness pipe and the caller's end of the attach
     /// connection.
@@ -1146,6 +1175,11 @@ impl Drop for Monitor {
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid as i32), None);
         }
     }
+}
+
+/// A container's `cgroupsPath`.
+fn cgroup_path(id: &str) -> String {
+    format!("/berth/{id}")
 }
 
 /// Start a monitor ahead of its container (see [`Monitor`]); `attach` makes
@@ -1201,6 +1235,9 @@ pub fn prestart_monitor(paths: &Paths, attach: bool) -> Result<Monitor> {
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().map_err(io("starting", &paths.monitor))?;
     let pid = child.id() as i64;
+    // It loads on the other CPU while we go on here (it asks for every
+    // CPU again once it runs).
+    berth_sys::process::keep_elsewhere(child.id() as i32);
     // The monitor outlives us; it is reaped by whoever inherits it.
     std::mem::forget(child);
     Ok(Monitor {

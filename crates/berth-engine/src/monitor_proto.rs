@@ -67,6 +67,44 @@ pub struct MonitorArgs {
     pub fast_path: Vec<berth_net::fastpath::Endpoint>,
 }
 
+/// What a monitor can do before its arguments come: make the container's
+/// cgroup with its limits while the starting command still makes the
+/// container. Sent first on the arguments' socket as one line:
+/// [`PREPARE_TAG`], the JSON, a newline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Prepare {
+    pub id: String,
+    /// As the spec's `cgroupsPath` will be.
+    pub cgroup: String,
+    /// As the spec's `linux.resources` will be.
+    pub resources: serde_json::Value,
+}
+
+/// The first byte of a [`Prepare`] line (the arguments start with `{`).
+pub const PREPARE_TAG: u8 = b'P';
+
+impl Prepare {
+    /// The line to send.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut line = vec![PREPARE_TAG];
+        line.extend(serde_json::to_vec(self).unwrap_or_default());
+        line.push(b'\n');
+        line
+    }
+
+    /// A complete line at the start of `buf`: the request (`None` when it
+    /// does not parse) and the length of the line. `None` while the line
+    /// is still incomplete or when `buf` does not start with one.
+    pub fn decode(buf: &[u8]) -> Option<(Option<Prepare>, usize)> {
+        if buf.first() != Some(&PREPARE_TAG) {
+            return None;
+        }
+        let end = buf.iter().position(|&b| b == b'\n')?;
+        Some((serde_json::from_slice(&buf[1..end]).ok(), end + 1))
+    }
+}
+
 /// `state.json` in the run directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1218,6 +1218,12 @@ pub fn resource_limits(cfg: &ContainerConfig) -> Result<Value, SpecError> {
     Ok(v)
 }
 
+/// The `linux.resources` of a container's spec, device rules included (as
+/// [`build`] writes them).
+pub fn linux_resources(cfg: &ContainerConfig) -> Result<Value, SpecError> {
+    resources(cfg, devices(cfg)?.1)
+}
+
 fn resources(cfg: &ContainerConfig, device_rules: Vec<Value>) -> Result<Value, SpecError> {
     let r = &cfg.resources;
     let mut res = json!({"devices": device_rules});

@@ -34,6 +34,9 @@ pub struct CreateOptions {
     /// A network namespace the caller made, joined where the config asks
     /// for a new one (a path in the config still wins).
     pub netns: Option<OwnedFd>,
+    /// The container's cgroup, made ahead with its limits: used as it is
+    /// when it is the config's cgroup with the config's resources.
+    pub cgroup_made: Option<crate::cgroups::Made>,
 }
 
 /// Options of `exec`.
@@ -1093,8 +1096,14 @@ pub fn create(root: &Root, id: &str, opts: &CreateOptions) -> Result<Created> {
     // CgroupDone before anything that needs it): on a two-core host that
     // takes the mkdirs and limit writes off the start's critical path.
     cleanup.cgroup = Some(prep.cgroup.clone());
-    prep.cgroup.create()?;
-    prep.cgroup.apply(&resources)?;
+    let made = opts
+        .cgroup_made
+        .as_ref()
+        .is_some_and(|m| m.is(&prep.cgroup, &resources));
+    if !made {
+        prep.cgroup.create()?;
+        prep.cgroup.apply(&resources)?;
+    }
     prep.cgroup.add_process(pid)?;
     chan.send(Tag::CgroupDone, &[])?;
     // The child's start time (which tells it from a later process of the

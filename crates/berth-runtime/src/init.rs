@@ -116,29 +116,14 @@ pub struct InitPlan {
 }
 
 /// For the parent, right after the fork: keep the child `pid` off this CPU
-/// until it has begun, when it gives its mask back ([`unspread`]). Without
-/// it the scheduler puts a new child on its parent's CPU, where it waits
-/// while the parent makes its cgroup; with it the child builds its rootfs
-/// on another CPU meanwhile. Nothing is done with fewer than two CPUs.
+/// until it has begun, when it gives its mask back
+/// ([`berth_sys::process::all_cpus`], every CPU as runc asks, so that the
+/// container's CPUs are its cpuset's). Without it the scheduler puts a
+/// new child on its parent's CPU, where it waits while the parent makes
+/// its cgroup; with it the child builds its rootfs on another CPU
+/// meanwhile. Nothing is done with fewer than two CPUs.
 pub fn spread(pid: i32) {
-    if let Some(elsewhere) = berth_sys::process::cpus_elsewhere() {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &elsewhere);
-    }
-}
-
-/// For the child: every CPU there is, as the mask it asks for. Since Linux
-/// 6.2 the kernel keeps a task's requested mask and applies each later
-/// cpuset as the cpuset's CPUs within it, so anything narrower would cap
-/// the container for good (at its cgroup join, at `update --cpuset-cpus`,
-/// when CPUs come online). The container's CPUs are then its cpuset's, as
-/// when nothing was asked.
-fn unspread() {
-    use nix::sched::{sched_setaffinity, CpuSet};
-    let mut all = CpuSet::new();
-    for c in 0..CpuSet::count() {
-        let _ = all.set(c);
-    }
-    let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &all);
+    berth_sys::process::keep_elsewhere(pid);
 }
 
 /// Run in the forked child. Never returns: execs the container process or
@@ -172,7 +157,7 @@ fn run(plan: &mut InitPlan, chan: &mut Channel) -> Result<Never> {
     berth_sys::process::set_parent_death_signal(libc::SIGKILL).ctx(|| "pdeathsig")?;
     chan.expect(Tag::Go)?;
     if plan.spread {
-        unspread();
+        berth_sys::process::all_cpus();
     }
 
     if plan.new_userns {

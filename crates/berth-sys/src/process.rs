@@ -198,6 +198,31 @@ pub fn cpus_elsewhere() -> Option<nix::sched::CpuSet> {
         .then_some(cpus)
 }
 
+/// Keep the just-started process `pid` off the caller's CPU
+/// ([`cpus_elsewhere`]) until it takes every CPU back ([`all_cpus`]):
+/// without it the scheduler leaves a new process on its parent's CPU,
+/// where it waits while the parent works, even with the other CPU idle.
+/// Nothing is done with one CPU.
+pub fn keep_elsewhere(pid: libc::pid_t) {
+    if let Some(elsewhere) = cpus_elsewhere() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &elsewhere);
+    }
+}
+
+/// Ask for every CPU there is (after [`keep_elsewhere`]). Since Linux 6.2
+/// the kernel keeps a task's requested mask and applies each later cpuset
+/// as the cpuset's CPUs within it, so anything narrower would cap the
+/// process and its children for good; with every CPU asked for, its CPUs
+/// are its cpuset's, as when nothing was asked.
+pub fn all_cpus() {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut all = CpuSet::new();
+    for c in 0..CpuSet::count() {
+        let _ = all.set(c);
+    }
+    let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &all);
+}
+
 /// Keep the just-spawned thread `thread` off the caller's CPU
 /// ([`cpus_elsewhere`]). Nothing is done with one CPU. The thread keeps
 /// that mask: for short-lived helpers only.

@@ -530,12 +530,23 @@ pub fn run(
     store: &mut ImageStore,
     paths: &Paths,
     a: &RunArgs,
-    monitor: Option<ctr::Monitor>,
+    mut monitor: Option<ctr::Monitor>,
 ) -> i32 {
     let created = (|| -> anyhow::Result<ContainerRecord> {
-        check_pull(store, &a.create)?;
         let cfg = config_from(&a.create, a.detach)?;
-        Ok(ctr::create(store, paths, cfg, a.create.name.as_deref())?)
+        let id = ctr::new_id()?;
+        // The monitor makes the cgroup meanwhile.
+        if let Some(m) = monitor.as_mut() {
+            m.prepare(&id, &cfg);
+        }
+        check_pull(store, &a.create)?;
+        Ok(ctr::create_as(
+            store,
+            paths,
+            cfg,
+            a.create.name.as_deref(),
+            id,
+        )?)
     })();
     let rec = match created {
         Ok(r) => r,

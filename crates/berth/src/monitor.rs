@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 pub fn main() -> i32 {
     // Started through /proc/self/fd/N, the kernel named the process "N".
     let _ = nix::sys::prctl::set_name(c"berth-monitor");
+    // Started off its starter's CPU (see `prestart_monitor`); the
+    // container's processes get every CPU their cpuset gives.
+    berth_sys::process::all_cpus();
     // The one argument: the descriptor of a socket that brings the
     // arguments once the starting command has them (it starts the monitor
     // first, so that both get ready at once), and with them the sockets
@@ -59,6 +62,8 @@ pub fn main() -> i32 {
     // The descriptors that came with them: the network namespace, if
     // any, then the sockets holding the published ports.
     let mut fds = Vec::new();
+    // The container's cgroup, when the command had us make it meanwhile.
+    let mut made = None;
     if let Ok(sock) = berth_sys::fd::take_inherited(fd) {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -68,10 +73,19 @@ pub fn main() -> i32 {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
+            while let Some((prepare, len)) = proto::Prepare::decode(&raw) {
+                raw.drain(..len);
+                if let Some(p) = prepare {
+                    made = make_cgroup(&p).or(made);
+                }
+            }
         }
     }
     // Nothing came: the command gave up before it had a container.
     if raw.is_empty() {
+        if let Some(m) = made {
+            let _ = m.destroy();
+        }
         return 0;
     }
     let args: MonitorArgs = match serde_json::from_slice(&raw) {
@@ -106,13 +120,28 @@ pub fn main() -> i32 {
         );
         return 1;
     }
-    match Monitor::new(args, attach, ready, fds) {
+    // Made for another cgroup than the container's: not ours to keep.
+    let made = match made {
+        Some(m) if m.path() != Path::new(&args.cgroup) => {
+            let _ = m.destroy();
+            None
+        }
+        m => m,
+    };
+    match Monitor::new(args, attach, ready, fds, made) {
         Ok(mut m) => m.run(),
         Err((mut ready, msg)) => {
             report(&mut ready, &format!("ERR 125 {msg}"));
             1
         }
     }
+}
+
+/// Make the cgroup a [`proto::Prepare`] asks for; `None` when it cannot be
+/// (the container's create then makes it, and reports what fails).
+fn make_cgroup(p: &proto::Prepare) -> Option<berth_runtime::cgroups::Made> {
+    let resources = serde_json::from_value(p.resources.clone()).ok()?;
+    berth_runtime::cgroups::Made::new(Some(Path::new(&p.cgroup)), &p.id, &resources).ok()
 }
 
 /// Write the one readiness line and close the descriptor.
@@ -257,6 +286,9 @@ struct Monitor {
     /// The network namespace `run` made for the container (`none`), kept
     /// for restarts.
     netns: Option<OwnedFd>,
+    /// The container's cgroup, made before the arguments came; for the
+    /// first start only.
+    made: Option<berth_runtime::cgroups::Made>,
 }
 
 /// Block SIGCHLD (for the signalfd) and SIGPIPE (writes to gone clients
@@ -288,6 +320,7 @@ impl Monitor {
         attach: Option<UnixStream>,
         ready: Option<File>,
         mut fds: Vec<OwnedFd>,
+        made: Option<berth_runtime::cgroups::Made>,
     ) -> Result<Monitor, (Option<File>, String)> {
         // The namespace comes first, when there is one.
         let netns = (args.netns && !fds.is_empty()).then(|| fds.remove(0));
@@ -311,7 +344,12 @@ impl Monitor {
         };
         let (signals, log, listener) = match setup() {
             Ok(x) => x,
-            Err(m) => return Err((ready, m)),
+            Err(m) => {
+                if let Some(made) = made {
+                    let _ = made.destroy();
+                }
+                return Err((ready, m));
+            }
         };
         let mut clients = Vec::new();
         if let Some(stream) = attach {
@@ -350,6 +388,7 @@ impl Monitor {
             started: Instant::now(),
             ports,
             netns,
+            made,
         })
     }
 
@@ -362,10 +401,19 @@ impl Monitor {
     fn run(&mut self) -> i32 {
         // The first start decides what the engine is told.
         match self.start_container() {
-            Ok(pid) => report(&mut self.ready, &format!("OK {pid}")),
+            Ok(pid) => {
+                // The container has it now.
+                self.made = None;
+                report(&mut self.ready, &format!("OK {pid}"));
+            }
             Err((code, msg)) => {
                 report(&mut self.ready, &format!("ERR {code} {msg}"));
                 self.cleanup_runtime();
+                // The runtime removes a cgroup it took; not one it never
+                // got to.
+                if let Some(made) = self.made.take() {
+                    let _ = made.destroy();
+                }
                 let _ = std::fs::remove_file(self.args.run_dir.join(proto::ATTACH_SOCKET));
                 return 1;
             }
@@ -529,6 +577,7 @@ impl Monitor {
                 .map(|n| n.try_clone())
                 .transpose()
                 .map_err(|e| (125, e.to_string()))?,
+            cgroup_made: self.made.clone(),
             ..Default::default()
         };
         // The init inherits our 0, 1 and 2: point them at the container's

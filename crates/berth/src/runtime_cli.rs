@@ -323,6 +323,7 @@ fn create_options(a: &CreateArgs, console: Option<std::os::fd::OwnedFd>) -> Crea
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
         netns: None,
+        cgroup_made: None,
     }
 }
 

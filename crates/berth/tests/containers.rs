@@ -93,6 +93,58 @@ fn run_rm_leaves_nothing_behind() {
     assert!(entries_with(&trash, "").is_empty());
 }
 
+/// `run` has the monitor make the container's cgroup, with its limits,
+/// while it makes the container; a monitor whose container never comes
+/// (the command failed) removes it before it exits.
+#[test]
+fn a_cgroup_made_ahead_goes_when_its_container_never_comes() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new();
+    let paths = berth_engine::containers::Paths {
+        root: s.root().to_path_buf(),
+        run_root: s.run.clone(),
+        monitor: PathBuf::from(env!("CARGO_BIN_EXE_berth-monitor")),
+        berth: vec![env!("CARGO_BIN_EXE_berth").to_string()],
+    };
+    let mut cfg = berth_engine::config::ContainerConfig::default();
+    cfg.resources.memory = Some(48 << 20);
+    cfg.resources.pids_limit = Some(77);
+    let id = berth_engine::containers::new_id().unwrap();
+    let mut monitor = berth_engine::containers::prestart_monitor(&paths, false).unwrap();
+    monitor.prepare(&id, &cfg);
+    let dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join("berth").join(&id))
+        .collect();
+    // A v1 controller's file, or the cgroup2 one.
+    let limit = |controller: &str, v1: &str, v2: &str| {
+        let root = Path::new("/sys/fs/cgroup");
+        let at = |h: &Path, file: &str| h.join("berth").join(&id).join(file);
+        std::fs::read_to_string(at(&root.join(controller), v1))
+            .or_else(|_| std::fs::read_to_string(at(root, v2)))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while limit("pids", "pids.max", "pids.max") != "77" {
+        assert!(Instant::now() < deadline, "no cgroup made for {id}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        limit("memory", "memory.limit_in_bytes", "memory.max"),
+        (48u64 << 20).to_string()
+    );
+    // The command gives up: the monitor reads the end of its arguments,
+    // removes the cgroup and exits (dropping the handle waits for it).
+    drop(monitor);
+    for d in &dirs {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+}
+
 /// The file system type mounted at `path`, if something is mounted there.
 fn mounted_at(path: &Path) -> Option<String> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

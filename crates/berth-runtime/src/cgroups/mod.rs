@@ -193,6 +193,49 @@ pub struct Cgroup {
 
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A container's cgroup made, with its limits, before the container's
+/// `create` (by a monitor that knows the limits before it has the whole
+/// config): `create` given a matching one only moves the process in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Made {
+    cgroup: Cgroup,
+    resources: LinuxResources,
+}
+
+impl Made {
+    /// Resolve, make and limit the cgroup of `cgroups_path` (as in the
+    /// spec; `None` for the default) for container `id`. Nothing is left
+    /// when it fails.
+    pub fn new(cgroups_path: Option<&Path>, id: &str, resources: &LinuxResources) -> Result<Made> {
+        let cgroup = Cgroup::resolve(cgroups_path, id)?;
+        Cgroup::validate(resources)?;
+        let made = cgroup.create().and_then(|()| cgroup.apply(resources));
+        if let Err(e) = made {
+            let _ = cgroup.destroy();
+            return Err(e);
+        }
+        Ok(Made {
+            cgroup,
+            resources: resources.clone(),
+        })
+    }
+
+    /// Whether this is `cgroup`, made with `resources`.
+    pub fn is(&self, cgroup: &Cgroup, resources: &LinuxResources) -> bool {
+        self.cgroup == *cgroup && self.resources == *resources
+    }
+
+    /// The cgroups path it was made for.
+    pub fn path(&self) -> &Path {
+        self.cgroup.path()
+    }
+
+    /// Remove it (when its container never came).
+    pub fn destroy(self) -> Result<()> {
+        self.cgroup.destroy()
+    }
+}
+
 fn read_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
         path: path.to_path_buf(),
