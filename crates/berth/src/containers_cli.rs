@@ -578,16 +578,17 @@ pub fn run(
             return 125;
         }
     };
-    let code = match attach_session_keys(&mut conn, &a.create, a.sig_proxy, true, Some(&keys)) {
-        Ok(Some(c)) => c,
-        // Detached: the container runs on (and a --rm one is removed by
-        // its monitor when it exits).
-        Ok(None) => return 0,
-        Err(e) => {
-            eprintln!("berth: {e:#}");
-            125
-        }
-    };
+    let (code, cleaned) =
+        match attach_session_keys(&mut conn, &a.create, a.sig_proxy, true, Some(&keys)) {
+            Ok(Some(end)) => (end.code, end.cleaned),
+            // Detached: the container runs on (and a --rm one is removed by
+            // its monitor when it exits).
+            Ok(None) => return 0,
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                (125, false)
+            }
+        };
     // Record the exit now (the monitor has written it), and for --rm
     // remove the container ourselves. The connection stays open until
     // then: the monitor removes it only if we hang up without having done
@@ -595,7 +596,7 @@ pub fn run(
     let id = started.record.id.clone();
     if let Ok(rec) = ctr::wait_stopped(store, paths, &id, Some(std::time::Duration::from_secs(5))) {
         if a.create.rm {
-            let _ = ctr::remove_exited(store, paths, rec, || monitor_cleaned(&mut conn));
+            let _ = ctr::remove_exited(store, paths, rec, || monitor_cleaned(&mut conn) | cleaned);
         }
     }
     drop(conn);
@@ -653,7 +654,25 @@ fn attach_session(
     claim_removal: bool,
 ) -> anyhow::Result<i32> {
     let mut conn = conn;
-    Ok(attach_session_keys(&mut conn, a, sig_proxy, claim_removal, None)?.unwrap_or(0))
+    Ok(attach_session_keys(&mut conn, a, sig_proxy, claim_removal, None)?.map_or(0, |e| e.code))
+}
+
+/// How an attach session that saw the container exit ended.
+struct SessionEnd {
+    /// The container's exit code.
+    code: i32,
+    /// The monitor's `Cleaned` came with the exit (it may send it before
+    /// we read the exit).
+    cleaned: bool,
+}
+
+/// The end of a session at an exit frame: `Cleaned` may follow it in what
+/// was read already.
+fn session_end(payload: &[u8], dec: &mut proto::Decoder) -> SessionEnd {
+    let (code, _) = proto::parse_exit(payload).unwrap_or((125, false));
+    let cleaned = std::iter::from_fn(|| dec.next_frame().ok().flatten())
+        .any(|(kind, _)| kind == Kind::Cleaned);
+    SessionEnd { code, cleaned }
 }
 
 fn attach_session_keys(
@@ -662,7 +681,7 @@ fn attach_session_keys(
     sig_proxy: bool,
     claim_removal: bool,
     detach_keys: Option<&[u8]>,
-) -> anyhow::Result<Option<i32>> {
+) -> anyhow::Result<Option<SessionEnd>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -768,7 +787,10 @@ fn attach_session_keys(
             let n = std::io::Read::read(conn, &mut buf)?;
             if n == 0 {
                 // The monitor went away without an exit frame.
-                return Ok(Some(125));
+                return Ok(Some(SessionEnd {
+                    code: 125,
+                    cleaned: false,
+                }));
             }
             dec.push(&buf[..n]);
             while let Some((kind, payload)) = dec.next_frame()? {
@@ -780,10 +802,7 @@ fn attach_session_keys(
                     Kind::Stderr => {
                         err.write_all(&payload)?;
                     }
-                    Kind::Exit => {
-                        let (code, _) = proto::parse_exit(&payload).unwrap_or((125, false));
-                        return Ok(Some(code));
-                    }
+                    Kind::Exit => return Ok(Some(session_end(&payload, &mut dec))),
                     _ => {}
                 }
             }
@@ -1565,7 +1584,10 @@ pub fn attach(
         let mut args = dummy_args(&cfg);
         args.interactive = cfg.open_stdin && !no_stdin;
         let mut conn = conn;
-        Ok(attach_session_keys(&mut conn, &args, sig_proxy, false, Some(&keys))?.unwrap_or(0))
+        Ok(
+            attach_session_keys(&mut conn, &args, sig_proxy, false, Some(&keys))?
+                .map_or(0, |e| e.code),
+        )
     })();
     r.unwrap_or_else(|e| {
         eprintln!("Error response from daemon: {e:#}");
@@ -1798,4 +1820,31 @@ pub fn update(store: &mut ImageStore, paths: &Paths, a: &UpdateArgs) -> i32 {
         })?;
         Ok(None)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The monitor may send `Cleaned` right behind the exit, and one read
+    /// may bring both: the session must not drop it with its buffer (the
+    /// command then deleted the container's directory itself, on its own
+    /// time).
+    #[test]
+    fn cleaned_read_with_the_exit_is_kept() {
+        let exit = proto::frame(Kind::Exit, &proto::exit_payload(3, false));
+        let mut dec = proto::Decoder::default();
+        dec.push(&exit);
+        dec.push(&proto::frame(Kind::Cleaned, &[]));
+        let (kind, payload) = dec.next_frame().unwrap().unwrap();
+        assert_eq!(kind, Kind::Exit);
+        let end = session_end(&payload, &mut dec);
+        assert_eq!((end.code, end.cleaned), (3, true));
+
+        let mut dec = proto::Decoder::default();
+        dec.push(&exit);
+        let (_, payload) = dec.next_frame().unwrap().unwrap();
+        let end = session_end(&payload, &mut dec);
+        assert_eq!((end.code, end.cleaned), (3, false));
+    }
 }
