@@ -56,17 +56,15 @@ pub struct Pending(std::thread::JoinHandle<Result<OwnedFd>>);
 
 impl Pending {
     pub fn spawn() -> Pending {
-        let t = std::thread::spawn(|| {
+        // Beside its spawner, which goes on opening the store.
+        Pending(berth_sys::process::spawn_elsewhere(|| {
             let ns = unshare_net()?;
             let mut nl = crate::netlink::Netlink::open()?;
             if let Some(lo) = nl.link_index("lo")? {
                 nl.set_up(lo)?;
             }
             Ok(ns)
-        });
-        // Beside its spawner, which goes on opening the store.
-        berth_sys::process::spawn_elsewhere(&t);
-        Pending(t)
+        }))
     }
 
     pub fn wait(self) -> Result<OwnedFd> {

@@ -223,24 +223,25 @@ pub fn all_cpus() {
     let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &all);
 }
 
-/// Keep the just-spawned thread `thread` off the caller's CPU
-/// ([`cpus_elsewhere`]). Nothing is done with one CPU. The thread keeps
-/// that mask: for short-lived helpers only.
-pub fn spawn_elsewhere<T>(thread: &std::thread::JoinHandle<T>) {
-    use std::os::unix::thread::JoinHandleExt;
-    let Some(elsewhere) = cpus_elsewhere() else {
-        return;
-    };
-    // SAFETY: the handle's pthread_t names a thread that is alive or not
-    // yet joined (the JoinHandle is borrowed, so it was not joined or
-    // detached); the set is a live cpu_set_t of the size given.
-    unsafe {
-        libc::pthread_setaffinity_np(
-            thread.as_pthread_t(),
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &elsewhere as *const nix::sched::CpuSet as *const libc::cpu_set_t,
-        );
-    }
+/// Spawn a thread that runs `f` off the caller's CPU ([`cpus_elsewhere`]),
+/// beside its spawner. The thread moves itself first thing: the mask is
+/// the spawner's, worked out before the spawn, and a new thread often runs
+/// before its spawner gets on. (Moved from outside instead, a thread that
+/// had already finished could not be: glibc's `pthread_setaffinity_np`
+/// then names the caller, and pinned it.) Nothing is done with one CPU.
+/// The thread keeps that mask: for short-lived helpers only.
+pub fn spawn_elsewhere<T, F>(f: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let elsewhere = cpus_elsewhere();
+    std::thread::spawn(move || {
+        if let Some(cpus) = elsewhere {
+            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
+        }
+        f()
+    })
 }
 
 /// Exit at once, without running destructors or atexit handlers (for a
@@ -472,6 +473,30 @@ VmFlags: rd wr mr mw me gd ac
 7ffd00100000-7ffd00102000 r-xp 00000000 00:00 0 [vdso]
 Anonymous:             0 kB
 ";
+
+    fn cpus_of(mask: &nix::sched::CpuSet) -> usize {
+        (0..nix::sched::CpuSet::count())
+            .filter(|&c| mask.is_set(c).unwrap_or(false))
+            .count()
+    }
+
+    /// The helper runs with every CPU of its spawner but one, and the
+    /// spawner's own mask is left alone however soon the helper ends.
+    #[test]
+    fn spawned_elsewhere_leaves_the_spawner_alone() {
+        use nix::sched::sched_getaffinity;
+        let me = || sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        let before = me();
+        for _ in 0..20 {
+            let helper = spawn_elsewhere(me).join().unwrap();
+            let want = match cpus_of(&before) {
+                1 => 1,
+                n => n - 1,
+            };
+            assert_eq!(cpus_of(&helper), want);
+            assert_eq!(cpus_of(&me()), cpus_of(&before));
+        }
+    }
 
     #[test]
     fn smaps_mappings() {
