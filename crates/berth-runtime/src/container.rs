@@ -758,7 +758,12 @@ fn prepare(
     }
     let resources = linux.resources().clone().unwrap_or_default();
     Cgroup::validate(&resources)?;
-    let cgroup = Cgroup::resolve(linux.cgroups_path().as_deref(), id)?;
+    // A cgroup made ahead for this path was resolved then (the host's
+    // mounts, read from /proc/self/mountinfo, are the same).
+    let cgroup = match &opts.cgroup_made {
+        Some(m) if Some(m.path()) == linux.cgroups_path().as_deref() => m.cgroup().clone(),
+        _ => Cgroup::resolve(linux.cgroups_path().as_deref(), id)?,
+    };
     let seccomp = linux
         .seccomp()
         .as_ref()

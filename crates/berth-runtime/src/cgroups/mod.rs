@@ -230,6 +230,11 @@ impl Made {
         self.cgroup.path()
     }
 
+    /// The cgroup.
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.cgroup
+    }
+
     /// Remove it (when its container never came).
     pub fn destroy(self) -> Result<()> {
         self.cgroup.destroy()
