@@ -1594,6 +1594,21 @@ fn security_and_resource_flags_reach_the_container() {
         .unwrap();
     assert_eq!(allowed(&[]), ours);
     assert_eq!(allowed(&["--cpuset-cpus", "0"]), "0");
+    // The monitor too: `run` starts it off its own CPU, and it takes every
+    // CPU back once it runs.
+    let pid = s.ok(&["inspect", "-f", "{{.State.Pid}}", "cpu"]);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let monitor = after_comm.split(' ').nth(1).unwrap();
+    let monitor_cpus = std::fs::read_to_string(format!("/proc/{monitor}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    assert_eq!(monitor_cpus, ours);
     // --stop-signal: stop sends it.
     s.ok(&[
         "run",
