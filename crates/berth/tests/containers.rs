@@ -25,6 +25,31 @@ fn run_rm_hello_world() {
     assert_eq!(s.ok(&["ps", "-aq"]), "", "--rm removed it");
 }
 
+/// The monitor of a container whose init is `pid`: the init's parent.
+fn monitor_of(pid: i64) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The `Cpus_allowed_list` of process `pid` ("self" for ours).
+fn cpus_allowed(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap()
+}
+
 /// Names in `dir` starting with `prefix`.
 fn entries_with(dir: &Path, prefix: &str) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -676,17 +701,7 @@ fn a_dead_monitor_does_not_leave_a_running_container() {
     let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "orphan"])).unwrap();
     let pid = v[0]["State"]["Pid"].as_i64().unwrap();
     assert!(pid > 0);
-    // The monitor is the container init's parent.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ppid: i32 = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ppid = monitor_of(pid);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(ppid),
         nix::sys::signal::Signal::SIGKILL,
@@ -1584,31 +1599,14 @@ fn security_and_resource_flags_reach_the_container() {
         a.extend(["busybox", "grep", "Cpus_allowed_list", "/proc/self/status"]);
         s.ok(&a).split_whitespace().last().unwrap_or("").to_string()
     };
-    let ours = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Cpus_allowed_list:")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap();
+    let ours = cpus_allowed("self");
     assert_eq!(allowed(&[]), ours);
     assert_eq!(allowed(&["--cpuset-cpus", "0"]), "0");
     // The monitor too: `run` starts it off its own CPU, and it takes every
     // CPU back once it runs.
     let pid = s.ok(&["inspect", "-f", "{{.State.Pid}}", "cpu"]);
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let monitor = after_comm.split(' ').nth(1).unwrap();
-    let monitor_cpus = std::fs::read_to_string(format!("/proc/{monitor}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Cpus_allowed_list:")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap();
-    assert_eq!(monitor_cpus, ours);
+    let monitor = monitor_of(pid.trim().parse().unwrap());
+    assert_eq!(cpus_allowed(&monitor.to_string()), ours);
     // --stop-signal: stop sends it.
     s.ok(&[
         "run",
