@@ -1236,7 +1236,7 @@ pub fn prestart_monitor(paths: &Paths, attach: bool) -> Result<Monitor> {
     let child = cmd.spawn().map_err(io("starting", &paths.monitor))?;
     let pid = child.id() as i64;
     // It loads on the other CPU while we go on here (it asks for every
-    // CPU again once it runs).
+    // CPU again once it has its arguments, which we send after this).
     berth_sys::process::keep_elsewhere(child.id() as i32);
     // The monitor outlives us; it is reaped by whoever inherits it.
     std::mem::forget(child);

@@ -32,9 +32,6 @@ use std::time::{Duration, Instant};
 pub fn main() -> i32 {
     // Started through /proc/self/fd/N, the kernel named the process "N".
     let _ = nix::sys::prctl::set_name(c"berth-monitor");
-    // Started off its starter's CPU (see `prestart_monitor`); the
-    // container's processes get every CPU their cpuset gives.
-    berth_sys::process::all_cpus();
     // The one argument: the descriptor of a socket that brings the
     // arguments once the starting command has them (it starts the monitor
     // first, so that both get ready at once), and with them the sockets
@@ -81,6 +78,11 @@ pub fn main() -> i32 {
             }
         }
     }
+    // Started off its starter's CPU (see `prestart_monitor`), which it
+    // set after the spawn and before anything it sent: taken back only
+    // now, so that it cannot be set again after. The container's
+    // processes get every CPU their cpuset gives.
+    berth_sys::process::all_cpus();
     // Nothing came: the command gave up before it had a container.
     if raw.is_empty() {
         if let Some(m) = made {
