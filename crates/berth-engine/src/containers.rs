@@ -730,6 +730,9 @@ fn read_state(paths: &Paths, id: &str) -> Option<MonitorState> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// How long a start or stop waits for the previous monitor to finish.
+const LAST_MONITOR_WAIT: Duration = Duration::from_secs(10);
+
 /// Whether `pid` is a live monitor of container `id`.
 fn monitor_alive(pid: i64, id: &str) -> bool {
     if pid <= 0 {
@@ -741,6 +744,41 @@ fn monitor_alive(pid: i64, id: &str) -> bool {
             s.contains("berth-monitor") || s.contains(id)
         }
         Err(_) => false,
+    }
+}
+
+/// Wait, at most `limit`, for the monitor of a container that has
+/// recorded its last exit to be gone: after the exit it still unmounts
+/// the rootfs and releases the network (veths, namespace, lease), which a
+/// new start must not race (the old monitor would take the new
+/// container's namespace away) and a `stop` must include. Call it without
+/// the container's lock: a `--rm` monitor removes the container through
+/// `berth rm`, which takes it.
+fn await_last_monitor(paths: &Paths, rec: &ContainerRecord, limit: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    if !monitor_alive(rec.monitor_pid, &rec.id)
+        || !read_state(paths, &rec.id).is_some_and(|s| s.status == "exited" && s.pid == 0)
+    {
+        return;
+    }
+    let Ok(fd) = berth_sys::process::pidfd_open(rec.monitor_pid as libc::pid_t) else {
+        return;
+    };
+    // Readable once the process has exited.
+    let end = Instant::now() + limit;
+    let gone = loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => break true,
+            Ok(_) | Err(nix::errno::Errno::EINTR) if !left.is_zero() => {}
+            _ => break false,
+        }
+    };
+    if !gone {
+        tracing::warn!(id = %rec.id, "the container's last monitor has not exited yet");
     }
 }
 
@@ -855,6 +893,7 @@ pub fn start_with(
     attach: bool,
     monitor: Option<Monitor>,
 ) -> Result<Started> {
+    await_last_monitor(paths, &rec, LAST_MONITOR_WAIT);
     let _lock = lock(paths, &rec.id)?;
     let rec = refresh(images, paths, rec)?;
     match rec.state.as_str() {
@@ -1445,12 +1484,14 @@ pub fn stop(
     rec: ContainerRecord,
     timeout: Option<i64>,
 ) -> Result<ContainerRecord> {
-    let _lock = lock(paths, &rec.id)?;
+    let lock = lock(paths, &rec.id)?;
     let rec = refresh(images, paths, rec)?;
     if !matches!(
         rec.state.as_str(),
         state::RUNNING | state::RESTARTING | state::PAUSED
     ) {
+        drop(lock);
+        await_last_monitor(paths, &rec, LAST_MONITOR_WAIT);
         return Ok(rec);
     }
     let cfg = config_of(&rec)?;
@@ -1469,7 +1510,7 @@ pub fn stop(
         let _ = berth_runtime::resume(&root, &rec.id);
     }
     let _ = berth_runtime::kill(&root, &rec.id, sig, false);
-    let after = wait_stopped(
+    let mut after = wait_stopped(
         images,
         paths,
         &rec.id,
@@ -1480,8 +1521,11 @@ pub fn stop(
         state::RUNNING | state::RESTARTING | state::PAUSED
     ) {
         let _ = berth_runtime::kill(&root, &rec.id, libc::SIGKILL, true);
-        return wait_stopped(images, paths, &rec.id, Some(Duration::from_secs(30)));
+        after = wait_stopped(images, paths, &rec.id, Some(Duration::from_secs(30)))?;
     }
+    // Stopped means its network and rootfs are released too.
+    drop(lock);
+    await_last_monitor(paths, &after, LAST_MONITOR_WAIT);
     Ok(after)
 }
 

@@ -38,6 +38,13 @@ fn monitor_of(pid: i64) -> i32 {
         .unwrap()
 }
 
+/// Whether process `pid` exists and has not exited (a zombie has: its
+/// parent, outside any test's reach, may not reap it at once).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|st| st.rsplit(')').next().unwrap().split_whitespace().next() != Some("Z"))
+}
+
 /// The `Cpus_allowed_list` of process `pid` ("self" for ours).
 fn cpus_allowed(pid: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -1623,6 +1630,44 @@ fn security_and_resource_flags_reach_the_container() {
     std::thread::sleep(Duration::from_millis(300));
     s.ok(&["stop", "sig"]);
     assert!(s.ok(&["logs", "sig"]).contains("got-usr1"));
+}
+
+#[test]
+fn stop_returns_with_the_network_released_and_restart_never_races_it() {
+    if !need_root() {
+        return;
+    }
+    let s = Store::new().with_busybox();
+    // PID 1 ignores SIGTERM: each stop ends with SIGKILL, as in the wild.
+    let id = s.ok(&["run", "-d", "busybox", "sleep", "1000"]);
+    let id = id.trim();
+    let veth = format!("/sys/class/net/vb{}0", &id[..11]);
+    let netns = s.run.join("netns").join(id);
+    for round in 0..5 {
+        let pid: i64 = s
+            .ok(&["inspect", "-f", "{{.State.Pid}}", id])
+            .trim()
+            .parse()
+            .unwrap();
+        let monitor = monitor_of(pid);
+        assert!(Path::new(&veth).exists(), "round {round}: no {veth}");
+        s.ok(&["stop", "-t", "0", id]);
+        // Everything the old monitor releases is released already.
+        assert!(!alive(monitor), "round {round}: the monitor outlived stop");
+        assert!(!Path::new(&veth).exists(), "round {round}: {veth} left");
+        assert!(!netns.exists(), "round {round}: namespace left");
+        // A restart right after an exit is not undone by the old monitor.
+        s.ok(&["start", id]);
+        s.ok(&["restart", "-t", "0", id]);
+        assert_eq!(
+            s.ok(&["inspect", "-f", "{{.State.Status}}", id]),
+            "running\n"
+        );
+        assert!(
+            netns.exists(),
+            "round {round}: restarted without a namespace"
+        );
+    }
 }
 
 #[test]
