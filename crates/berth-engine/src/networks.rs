@@ -1229,7 +1229,7 @@ fn check_subnets(db: &mut Db, paths: &Paths, container_id: &str) -> Result<()> {
 /// An endpoint of a running container (`network connect`) onto its
 /// bridge's eBPF fast path at once. Traffic is correct without it
 /// (through the bridge), so a failure is a warning, not a failed connect;
-/// kernels without TCX are not asked.
+/// kernels without one ([`berth_net::fastpath::hooks`]) are not asked.
 fn join_fast_path(plan: &EndpointPlan) {
     if !berth_net::fastpath::supported() {
         return;

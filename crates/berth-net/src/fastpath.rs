@@ -28,8 +28,11 @@
 //! egress program is how a later command finds the map again, so no file
 //! or pinned object is left on the host.
 //!
-//! TCX needs Linux 6.6 ([`supported`]); on older kernels the bridge
-//! carries everything.
+//! The programs hang on TCX links (Linux 6.6) or, on older kernels, as
+//! direct-action `bpf` filters on a `clsact` qdisc ([`Hooks`]);
+//! `bpf_redirect_peer` needs Linux 5.10, below which the bridge carries
+//! everything. Lookups search both kinds of hook, so a map is found
+//! whichever way its programs were attached.
 
 #[cfg(target_endian = "big")]
 compile_error!("the fast path's programs read big-endian fields as little-endian words");
@@ -198,16 +201,117 @@ fn load(map: BorrowedFd<'_>, peer: bool) -> Result<OwnedFd> {
         .map_err(|e| fp_err("loading the program", e))
 }
 
-/// The programs named `name` on a hook of device `ifindex`.
-fn attached(ifindex: u32, hook: u32, name: &str) -> Result<Vec<(OwnedFd, bpf::ProgInfo)>> {
-    let ids = bpf::tcx_query(ifindex, hook).map_err(|e| fp_err("query", e))?;
-    bpf::programs_named(&ids, name).map_err(|e| fp_err("program info", e))
+/// Where the fast path's programs hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hooks {
+    /// TCX links (Linux 6.6).
+    Tcx,
+    /// Direct-action `bpf` filters on a `clsact` qdisc (Linux 5.10).
+    Clsact,
+}
+
+/// The environment variable that picks the hooks: `clsact` takes the
+/// older ones even where TCX exists, `off` turns the fast path off.
+/// Unset (or anything else): TCX where the kernel has it, else `clsact`.
+pub const HOOKS_ENV: &str = "BERTH_FAST_PATH";
+
+/// The hooks this kernel (and [`HOOKS_ENV`]) give the fast path; `None`:
+/// no fast path, the bridge carries everything.
+pub fn hooks() -> Option<Hooks> {
+    let v = berth_sys::process::kernel_version()?;
+    let (tcx, clsact) = (v >= (6, 6), v >= (5, 10));
+    match std::env::var(HOOKS_ENV).as_deref() {
+        Ok("off") => None,
+        Ok("clsact") => clsact.then_some(Hooks::Clsact),
+        _ if tcx => Some(Hooks::Tcx),
+        _ => clsact.then_some(Hooks::Clsact),
+    }
+}
+
+/// Whether the fast path is used here (see [`hooks`]).
+pub fn supported() -> bool {
+    hooks().is_some()
+}
+
+/// Whether this kernel has TCX at all.
+fn has_tcx() -> bool {
+    berth_sys::process::kernel_version().is_some_and(|v| v >= (6, 6))
+}
+
+/// The ingress or egress hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Ingress,
+    Egress,
+}
+
+impl Dir {
+    fn tcx(self) -> u32 {
+        match self {
+            Dir::Ingress => bpf::BPF_TCX_INGRESS,
+            Dir::Egress => bpf::BPF_TCX_EGRESS,
+        }
+    }
+}
+
+/// The programs named `name` on hook `dir` of device `ifindex`, attached
+/// either way: the kind of hook in use ([`hooks`]) is searched first, the
+/// other only when the first has none.
+fn attached(ifindex: u32, dir: Dir, name: &str) -> Result<Vec<(OwnedFd, bpf::ProgInfo)>> {
+    let order = if hooks() == Some(Hooks::Clsact) {
+        [Hooks::Clsact, Hooks::Tcx]
+    } else {
+        [Hooks::Tcx, Hooks::Clsact]
+    };
+    for h in order {
+        let ids = match h {
+            Hooks::Tcx if !has_tcx() => continue,
+            Hooks::Tcx => bpf::tcx_query(ifindex, dir.tcx()).map_err(|e| fp_err("query", e))?,
+            Hooks::Clsact => Netlink::open()?.bpf_filters(ifindex, dir == Dir::Egress)?,
+        };
+        let found = bpf::programs_named(&ids, name).map_err(|e| fp_err("program info", e))?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Put `prog` on hook `dir` of device `ifindex`, the way `hooks` says.
+/// Through TCX, `old` (programs of ours already there) are detached
+/// first; a `clsact` filter of ours is replaced in place.
+fn attach(
+    hooks: Hooks,
+    ifindex: u32,
+    dir: Dir,
+    prog: BorrowedFd<'_>,
+    name: &str,
+    old: &[(OwnedFd, bpf::ProgInfo)],
+) -> Result<()> {
+    let what = match dir {
+        Dir::Ingress => "attaching to the veth",
+        Dir::Egress => "attaching to the bridge",
+    };
+    match hooks {
+        Hooks::Tcx => {
+            for (o, _) in old {
+                // One of ours on the other kind of hook is not here.
+                let _ = bpf::tcx_detach(ifindex, o.as_fd(), dir.tcx());
+            }
+            bpf::tcx_attach(ifindex, prog, dir.tcx()).map_err(|e| fp_err(what, e))
+        }
+        Hooks::Clsact => {
+            let mut nl = Netlink::open()?;
+            nl.ensure_clsact(ifindex)?;
+            nl.set_bpf_filter(ifindex, dir == Dir::Egress, prog.as_raw_fd(), name)
+        }
+    }
 }
 
 /// The map of the bridge `bridge` (an ifindex), found through its egress
 /// program; `None` when it has none.
 pub fn bridge_map(bridge: u32) -> Result<Option<OwnedFd>> {
-    for (_, info) in attached(bridge, bpf::BPF_TCX_EGRESS, EGRESS_NAME)? {
+    for (_, info) in attached(bridge, Dir::Egress, EGRESS_NAME)? {
         if let Some(&id) = info.map_ids.first() {
             return bpf::map_get_fd_by_id(id)
                 .map(Some)
@@ -219,7 +323,7 @@ pub fn bridge_map(bridge: u32) -> Result<Option<OwnedFd>> {
 
 /// The bridge's map, made with its egress program when missing (a new
 /// bridge, or programs lost from the host).
-fn ensure_bridge_map(bridge: u32) -> Result<OwnedFd> {
+fn ensure_bridge_map(hooks: Hooks, bridge: u32) -> Result<OwnedFd> {
     if let Some(map) = bridge_map(bridge)? {
         return Ok(map);
     }
@@ -233,8 +337,7 @@ fn ensure_bridge_map(bridge: u32) -> Result<OwnedFd> {
     )
     .map_err(|e| fp_err("making the map", e))?;
     let prog = load(map.as_fd(), false)?;
-    bpf::tcx_attach(bridge, prog.as_fd(), bpf::BPF_TCX_EGRESS)
-        .map_err(|e| fp_err("attaching to the bridge", e))?;
+    attach(hooks, bridge, Dir::Egress, prog.as_fd(), EGRESS_NAME, &[])?;
     Ok(map)
 }
 
@@ -280,8 +383,11 @@ fn index_of(name: &str) -> Result<u32> {
 /// off the start's path, to the monitor, once the container has run a
 /// while.
 pub fn join(ep: &Endpoint) -> Result<()> {
+    let Some(hooks) = hooks() else {
+        return Ok(());
+    };
     let (bridge, veth) = (index_of(&ep.bridge)?, index_of(&ep.veth)?);
-    let map = ensure_bridge_map(bridge)?;
+    let map = ensure_bridge_map(hooks, bridge)?;
     let bridge_mac = mac_of(&ep.bridge)?;
     bpf::map_update(map.as_fd(), &GATEWAY_KEY, &value(bridge, bridge_mac))
         .map_err(|e| fp_err("map update", e))?;
@@ -292,23 +398,12 @@ pub fn join(ep: &Endpoint) -> Result<()> {
     // A program of ours already there stays if it uses this map; one that
     // uses another (its bridge was made again meanwhile) is replaced.
     let id = bpf::map_id(map.as_fd()).map_err(|e| fp_err("map", e))?;
-    let ours = attached(veth, bpf::BPF_TCX_INGRESS, INGRESS_NAME)?;
+    let ours = attached(veth, Dir::Ingress, INGRESS_NAME)?;
     if ours.iter().any(|(_, info)| info.map_ids.contains(&id)) {
         return Ok(());
     }
-    for (old, _) in &ours {
-        bpf::tcx_detach(veth, old.as_fd(), bpf::BPF_TCX_INGRESS)
-            .map_err(|e| fp_err("detaching from the veth", e))?;
-    }
     let prog = load(map.as_fd(), true)?;
-    bpf::tcx_attach(veth, prog.as_fd(), bpf::BPF_TCX_INGRESS)
-        .map_err(|e| fp_err("attaching to the veth", e))?;
-    Ok(())
-}
-
-/// Whether this kernel has what the fast path needs (TCX: Linux 6.6).
-pub fn supported() -> bool {
-    berth_sys::process::kernel_version().is_some_and(|v| v >= (6, 6))
+    attach(hooks, veth, Dir::Ingress, prog.as_fd(), INGRESS_NAME, &ours)
 }
 
 /// Take a container's addresses off its bridge's fast path. An address
@@ -370,7 +465,7 @@ pub fn entry(bridge: u32, addr: IpAddr) -> Result<Option<(u32, [u8; 6])>> {
 
 /// Whether the ingress program is on the veth with index `veth`.
 pub fn on_veth(veth: u32) -> Result<bool> {
-    Ok(!attached(veth, bpf::BPF_TCX_INGRESS, INGRESS_NAME)?.is_empty())
+    Ok(!attached(veth, Dir::Ingress, INGRESS_NAME)?.is_empty())
 }
 
 #[cfg(test)]

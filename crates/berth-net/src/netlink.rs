@@ -5,7 +5,7 @@
 use crate::{NetError, Result};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -13,6 +13,9 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::tc::{
+    TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -398,6 +401,87 @@ impl Netlink {
         Ok(None)
     }
 
+    /// A `clsact` qdisc on link `index` (one already there is fine): the
+    /// hooks for direct-action `bpf` filters on kernels without TCX.
+    pub fn ensure_clsact(&mut self, index: u32) -> Result<()> {
+        let mut m = TcMessage::with_index(index as i32);
+        m.header.parent = TcHandle::CLSACT;
+        m.header.handle = TcHandle {
+            major: TcHandle::CLSACT.major,
+            minor: 0,
+        };
+        m.attributes.push(TcAttribute::Kind("clsact".into()));
+        match self.request_io(
+            RouteNetlinkMessage::NewQueueDiscipline(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(nl_err("adding a clsact qdisc", e)),
+        }
+    }
+
+    /// Put program `prog` (a `SCHED_CLS` fd) on link `index`'s `clsact`
+    /// ingress or egress hook, as berth's direct-action `bpf` filter,
+    /// replacing berth's filter already there (there is one per hook: a
+    /// fixed priority and handle).
+    pub fn set_bpf_filter(
+        &mut self,
+        index: u32,
+        egress: bool,
+        prog: RawFd,
+        name: &str,
+    ) -> Result<()> {
+        let mut m = bpf_filter_message(index, egress);
+        m.header.handle = TcHandle::from(BPF_FILTER_HANDLE);
+        m.header.info = (u32::from(BPF_FILTER_PRIO) << 16) | u32::from(ETH_P_ALL.to_be());
+        m.attributes.push(TcAttribute::Kind("bpf".into()));
+        m.attributes.push(TcAttribute::Options(vec![
+            TcOption::Bpf(TcFilterBpfOption::ProgFd(prog as u32)),
+            TcOption::Bpf(TcFilterBpfOption::ProgName(name.into())),
+            TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+        ]));
+        self.request(
+            "adding a bpf filter",
+            RouteNetlinkMessage::NewTrafficFilter(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// The ids of the programs of every `bpf` filter on link `index`'s
+    /// `clsact` ingress or egress hook (none without the qdisc).
+    pub fn bpf_filters(&mut self, index: u32, egress: bool) -> Result<Vec<u32>> {
+        let seq = self.send(
+            RouteNetlinkMessage::GetTrafficFilter(bpf_filter_message(index, egress)),
+            NLM_F_DUMP,
+        )?;
+        let mut ids = Vec::new();
+        let r = self.replies(seq, |p| match p {
+            NetlinkPayload::Done(_) => Some(Ok(())),
+            NetlinkPayload::Error(e) => e
+                .code
+                .map(|c| Err(std::io::Error::from_raw_os_error(-c.get()))),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(f)) => {
+                for a in f.attributes {
+                    if let TcAttribute::Options(opts) = a {
+                        ids.extend(opts.iter().filter_map(|o| match o {
+                            TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
+                            _ => None,
+                        }));
+                    }
+                }
+                None
+            }
+            _ => None,
+        });
+        match r {
+            Ok(()) => Ok(ids),
+            // No clsact qdisc, no filters.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Vec::new()),
+            Err(e) => Err(nl_err("listing bpf filters", e)),
+        }
+    }
+
     /// Names of every link.
     pub fn link_names(&mut self) -> Result<Vec<String>> {
         let msgs = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
@@ -412,6 +496,25 @@ impl Netlink {
             })
             .collect())
     }
+}
+
+/// berth's `bpf` filter on a `clsact` hook: its priority and handle.
+const BPF_FILTER_PRIO: u16 = 1;
+const BPF_FILTER_HANDLE: u32 = 1;
+const ETH_P_ALL: u16 = 0x0003;
+
+/// A filter message for link `index`'s `clsact` ingress or egress hook.
+fn bpf_filter_message(index: u32, egress: bool) -> TcMessage {
+    let mut m = TcMessage::with_index(index as i32);
+    m.header.parent = TcHandle {
+        major: TcHandle::CLSACT.major,
+        minor: if egress {
+            TcHandle::MIN_EGRESS
+        } else {
+            TcHandle::MIN_INGRESS
+        },
+    };
+    m
 }
 
 fn family(a: IpAddr) -> AddressFamily {

@@ -1193,16 +1193,36 @@ fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
     if !need_root() {
         return;
     }
-    let s = store();
-    let net = unique("fast");
-    s.ok(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        "fd62:6572:7400:98::/64",
-        &net,
-    ]);
+    fast_path_beside_the_bridge(store(), berth_net::fastpath::supported());
+}
+
+/// The same fast path hung on a `clsact` qdisc's `bpf` filters, as on
+/// kernels before TCX (Linux 6.6).
+#[test]
+fn the_fast_path_works_on_clsact_filters_too() {
+    if !need_root() {
+        return;
+    }
+    let mut s = store();
+    s.env
+        .push((berth_net::fastpath::HOOKS_ENV.into(), "clsact".into()));
+    // The kernel needs bpf_redirect_peer (Linux 5.10).
+    let old_enough = berth_sys::process::kernel_version().is_some_and(|v| v >= (5, 10));
+    fast_path_beside_the_bridge(s, old_enough);
+}
+
+/// Two containers on a network reach each other and the host reaches
+/// them; when `fast` (the kernel can), all of it beside the bridge.
+fn fast_path_beside_the_bridge(s: Store, fast: bool) {
+    let clsact = s.env.iter().any(|(_, v)| v == "clsact");
+    let net = unique(if clsact { "fastc" } else { "fast" });
+    // Subnets are checked against the host's routes: each test its own.
+    let subnet = if clsact {
+        "fd62:6572:7400:9c::/64"
+    } else {
+        "fd62:6572:7400:98::/64"
+    };
+    s.ok(&["network", "create", "--ipv6", "--subnet", subnet, &net]);
     let web = s
         .ok(&[
             "run",
@@ -1263,8 +1283,8 @@ fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
             .to_string();
     }
     assert_eq!(body, "hello-from-web");
-    if !berth_net::fastpath::supported() {
-        eprintln!("this kernel has no TCX (Linux 6.6): no fast path to check");
+    if !fast {
+        eprintln!("this kernel cannot have the fast path: none to check");
         s.ok(&["rm", "-f", "fweb", "fcli"]);
         s.ok(&["network", "rm", &net]);
         return;
@@ -1276,6 +1296,22 @@ fn traffic_within_a_network_takes_the_fast_path_beside_the_bridge() {
         on_fast_path(&[&web_veth, &cli_veth]),
         "not on the fast path"
     );
+    // On the hooks asked for: TCX links, or berth's filter on a clsact
+    // qdisc (and then no TCX link).
+    let mut nl = berth_net::netlink::Netlink::open().unwrap();
+    for dev in [web_veth.as_str(), cli_veth.as_str()] {
+        let filters = nl.bpf_filters(ifindex(dev), false).unwrap();
+        let links = if berth_sys::process::kernel_version().is_some_and(|v| v >= (6, 6)) {
+            berth_sys::bpf::tcx_query(ifindex(dev), berth_sys::bpf::BPF_TCX_INGRESS).unwrap()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(
+            (filters.len(), links.len()),
+            if clsact { (1, 0) } else { (0, 1) },
+            "{dev}: filters, TCX links"
+        );
+    }
     let br = ifindex(bridge);
     let mac: Vec<u8> = field("MacAddress", "fweb")
         .split(':')

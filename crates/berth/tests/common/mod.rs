@@ -50,6 +50,8 @@ pub fn text(b: &[u8]) -> String {
 pub struct Store {
     pub dir: tempfile::TempDir,
     pub run: PathBuf,
+    /// Environment variables every command of this store gets.
+    pub env: Vec<(String, String)>,
 }
 
 impl Store {
@@ -59,7 +61,11 @@ impl Store {
             "/run/berth-test-{}",
             dir.path().file_name().unwrap().to_string_lossy()
         ));
-        Store { dir, run }
+        Store {
+            dir,
+            run,
+            env: Vec::new(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -73,6 +79,7 @@ impl Store {
             .arg("--run-root")
             .arg(&self.run)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
