@@ -295,8 +295,12 @@ fn attach(
     match hooks {
         Hooks::Tcx => {
             for (o, _) in old {
-                // One of ours on the other kind of hook is not here.
-                let _ = bpf::tcx_detach(ifindex, o.as_fd(), dir.tcx());
+                match bpf::tcx_detach(ifindex, o.as_fd(), dir.tcx()) {
+                    // Found on a clsact filter instead: it stays behind
+                    // the TCX one, which decides first.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    r => r.map_err(|e| fp_err("detaching", e))?,
+                }
             }
             bpf::tcx_attach(ifindex, prog, dir.tcx()).map_err(|e| fp_err(what, e))
         }
