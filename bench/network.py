@@ -22,6 +22,13 @@ in one run, from the same busybox image.
                   pair of the same MTU; and "of veth 1500" against the
                   default one. The MTU alone moves a veth pair's
                   throughput by several percent.
+  host veth       iperf3 from the host to a namespace over a plain veth
+                  pair with one end in the host's namespace, at each MTU:
+                  the bare path the host itself has to a namespace, under
+                  the host's own netfilter hooks (the connection tracking
+                  that any engine's NAT turns on there), which the two
+                  namespaces above never meet. host→port "of host veth"
+                  compares with it: what the engine's port path adds.
 
 Each throughput is the median of --repeats runs of --seconds each; the
 paths take turns (one run of each per round), so that a load that comes
@@ -140,6 +147,36 @@ class Veth:
         return False
 
 
+class HostVeth:
+    """A network namespace joined to the host's by a plain veth pair of MTU
+    `mtu` (subnet 10.78.`k`.0/30): the host's own bare path."""
+
+    def __init__(self, mtu, k):
+        self.mtu, self.k = mtu, k
+        self.ns, self.link = f"bnbh-{os.getpid()}-{mtu}", f"bnbh{os.getpid() % 10000}-{k}"
+
+    def __enter__(self):
+        sh = lambda *x: subprocess.run(["ip", *x], check=True, capture_output=True)
+        sh("netns", "add", self.ns)
+        sh("link", "add", self.link, "mtu", str(self.mtu), "type", "veth",
+           "peer", "name", "bnbv", "netns", self.ns, "mtu", str(self.mtu))
+        sh("addr", "add", f"10.78.{self.k}.1/30", "dev", self.link)
+        sh("-n", self.ns, "addr", "add", f"10.78.{self.k}.2/30", "dev", "bnbv")
+        sh("link", "set", self.link, "up")
+        sh("-n", self.ns, "link", "set", "bnbv", "up")
+        sh("-n", self.ns, "link", "set", "lo", "up")
+        return self
+
+    def measure(self, a):
+        return iperf(f"/run/netns/{self.ns}", None, f"10.78.{self.k}.2", seconds=a.seconds)
+
+    def __exit__(self, *exc):
+        # The pair goes with the namespace.
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.link], capture_output=True)
+        return False
+
+
 def nft_tables():
     """The host's nftables tables, as (family, name)."""
     out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
@@ -190,19 +227,23 @@ def throughput(engines, a):
     time.sleep(1.5)
     mtus = sorted({1500} | {e.mtu for e in live})
     baseline = {m: [] for m in mtus}
+    host_baseline = {m: [] for m in mtus}
     with contextlib.ExitStack() as stack:
         veths = [stack.enter_context(Veth(m)) for m in mtus]
+        host_veths = [stack.enter_context(HostVeth(m, k + 1)) for k, m in enumerate(mtus)]
         for r in range(a.repeats):
             print(f"iperf3: round {r + 1}/{a.repeats}", file=sys.stderr, flush=True)
             for veth in veths:
                 baseline[veth.mtu].append(veth.measure(a))
+            for veth in host_veths:
+                host_baseline[veth.mtu].append(veth.measure(a))
             for e in list(live):
                 try:
                     measure_pair(e, a)
                 except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
                     e.notes.append(f"throughput failed: {err}")
                     live.remove(e)
-    return baseline
+    return baseline, host_baseline
 
 
 def bench_run_rm(engines, a):
@@ -261,7 +302,7 @@ def main():
     run_dirs = [f"/run/bnb-{tag}", f"/run/bnp-{tag}", f"/run/bnd-{tag}"]
     engines, daemons = [], []
     host = {"kernel": os.uname().release, "nproc": os.cpu_count(), "loadavg_before": os.getloadavg()}
-    baseline = {}
+    baseline, host_baseline = {}, {}
     docker0_before = Path("/sys/class/net/docker0").exists()
     # podman's netavark leaves its iptables-nft tables (ip nat, ip filter)
     # with counters on every forwarded packet; the ones it made go at the end.
@@ -298,7 +339,7 @@ def main():
             except (RuntimeError, OSError) as err:
                 e.failed = f"failed: {err}"
         bench_run_rm(engines, a)
-        baseline = throughput(engines, a)
+        baseline, host_baseline = throughput(engines, a)
         host["loadavg_after"] = os.getloadavg()
     finally:
         print("cleaning up ...", file=sys.stderr, flush=True)
@@ -317,6 +358,7 @@ def main():
                 subprocess.run(["nft", "delete", "table", fam, name], capture_output=True)
     base = {m: med(xs) for m, xs in baseline.items()}
     base_of = lambda e: base.get(getattr(e, "mtu", 1500))
+    host_base = {m: med(xs) for m, xs in host_baseline.items()}
     berth = next((e for e in engines if e.name == "berth"), None)
     bm = lambda e: med([x * 1000 for x in e.run_rm])
     out = {}
@@ -332,7 +374,9 @@ def main():
                            "of_veth_1500": cr.ratio(med(e.c2c), base.get(1500))},
             "host_to_port_gbit_s": {"median": med(e.h2p), "samples": [round(x, 2) for x in e.h2p],
                                     "of_veth": cr.ratio(med(e.h2p), base_of(e)),
-                                    "of_veth_1500": cr.ratio(med(e.h2p), base.get(1500))},
+                                    "of_veth_1500": cr.ratio(med(e.h2p), base.get(1500)),
+                                    "of_host_veth": cr.ratio(med(e.h2p),
+                                                             host_base.get(getattr(e, "mtu", 1500)))},
         }
     if berth and berth.run_rm_none:
         none = med([x * 1000 for x in berth.run_rm_none])
@@ -341,14 +385,19 @@ def main():
            "settings": {"iterations": a.iterations, "warmup": a.warmup, "seconds": a.seconds, "repeats": a.repeats},
            "veth_baseline_gbit_s": {str(m): {"median": base[m], "samples": [round(x, 2) for x in xs]}
                                     for m, xs in baseline.items()},
+           "host_veth_baseline_gbit_s": {str(m): {"median": host_base[m], "samples": [round(x, 2) for x in xs]}
+                                         for m, xs in host_baseline.items()},
            "engines": out}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rep, indent=2) + "\n")
     pairs = ", ".join(f"{b} Gbit/s at MTU {m}" for m, b in base.items())
+    host_pairs = ", ".join(f"{b} Gbit/s at MTU {m}" for m, b in host_base.items())
     print(f"\nLinux {host['kernel']}, {host['nproc']} CPUs; plain veth pair: {pairs}")
-    print("(of veth: against the pair of the engine's MTU; in brackets: against MTU 1500)")
+    print(f"host to a namespace over a plain veth pair: {host_pairs}")
+    print("(of veth: against the pair of the engine's MTU; in brackets: against MTU 1500;")
+    print(" of host veth: host→port against the host's own pair of the engine's MTU)")
     print(f"{'':10}{'run --rm ms':>14}{'ratio':>8}{'MTU':>6}{'c2c Gbit/s':>13}{'of veth':>15}"
-          f"{'host→port':>11}{'of veth':>15}")
+          f"{'host→port':>11}{'of veth':>15}{'of host veth':>14}")
     for name, r in out.items():
         if r["status"] != "ok" and not r["run_rm_ms"]["median"]:
             print(f"{name:10}{r['status']}")
@@ -356,7 +405,8 @@ def main():
         of = lambda x: f"{x['of_veth']} ({x['of_veth_1500']})"
         print(f"{name:10}{str(r['run_rm_ms']['median']):>14}{str(r['run_rm_ms']['ratio_to_berth']):>8}"
               f"{str(r['mtu']):>6}{str(r['c2c_gbit_s']['median']):>13}{of(r['c2c_gbit_s']):>15}"
-              f"{str(r['host_to_port_gbit_s']['median']):>11}{of(r['host_to_port_gbit_s']):>15}")
+              f"{str(r['host_to_port_gbit_s']['median']):>11}{of(r['host_to_port_gbit_s']):>15}"
+              f"{str(r['host_to_port_gbit_s']['of_host_veth']):>14}")
         for n in r["notes"]:
             print(f"          note: {n}")
     if "run_rm_network_none_ms" in out.get("berth", {}):
