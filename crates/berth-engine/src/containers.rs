@@ -733,10 +733,15 @@ fn read_state(paths: &Paths, id: &str) -> Option<MonitorState> {
 /// How long a start or stop waits for the previous monitor to finish.
 const LAST_MONITOR_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether `pid` is a live monitor of container `id`.
-fn monitor_alive(pid: i64, id: &str) -> bool {
+/// Whether `pid` is a live monitor of container `id`: the very process
+/// when its state `st` has the monitor's start time, else one that looks
+/// like it (a state file from before the start time was recorded).
+fn monitor_alive(pid: i64, id: &str, st: &MonitorState) -> bool {
     if pid <= 0 {
         return false;
+    }
+    if st.monitor_start > 0 && st.monitor_pid == pid {
+        return berth_runtime::state::proc_start(pid as i32) == Some((st.monitor_start, false));
     }
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmd) => {
@@ -757,14 +762,21 @@ fn monitor_alive(pid: i64, id: &str) -> bool {
 fn await_last_monitor(paths: &Paths, rec: &ContainerRecord, limit: Duration) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    if !monitor_alive(rec.monitor_pid, &rec.id)
-        || !read_state(paths, &rec.id).is_some_and(|s| s.status == "exited" && s.pid == 0)
-    {
-        return;
-    }
-    let Ok(fd) = berth_sys::process::pidfd_open(rec.monitor_pid as libc::pid_t) else {
+    let Some(st) = read_state(paths, &rec.id).filter(|s| s.status == "exited" && s.pid == 0) else {
         return;
     };
+    let pid = if st.monitor_pid > 0 {
+        st.monitor_pid
+    } else {
+        rec.monitor_pid
+    };
+    // The pidfd keeps the pid from being reused while we look at it.
+    let Ok(fd) = berth_sys::process::pidfd_open(pid as libc::pid_t) else {
+        return;
+    };
+    if !monitor_alive(pid, &rec.id, &st) {
+        return;
+    }
     // Readable once the process has exited.
     let end = Instant::now() + limit;
     let gone = loop {
@@ -810,7 +822,7 @@ pub fn refresh(
         return Ok(rec);
     }
     let st = read_state(paths, &rec.id).unwrap_or_default();
-    let alive = monitor_alive(rec.monitor_pid, &rec.id);
+    let alive = monitor_alive(rec.monitor_pid, &rec.id, &st);
     match st.status.as_str() {
         "exited" if !alive || st.pid == 0 => {
             rec.state = state::EXITED.into();

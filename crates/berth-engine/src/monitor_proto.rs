@@ -113,6 +113,9 @@ pub struct MonitorState {
     pub status: String,
     pub pid: i64,
     pub monitor_pid: i64,
+    /// The monitor's start time (clock ticks since boot; 0: not known),
+    /// which tells it from a later process given the same pid.
+    pub monitor_start: u64,
     pub started_at: String,
     pub finished_at: String,
     pub exit_code: i64,

@@ -368,6 +368,8 @@ impl Monitor {
         let state = MonitorState {
             status: "created".into(),
             monitor_pid: std::process::id() as i64,
+            monitor_start: berth_runtime::state::proc_start(std::process::id() as i32)
+                .map_or(0, |(start, _)| start),
             restart_count: args.restart_count,
             ..Default::default()
         };

@@ -1668,6 +1668,25 @@ fn stop_returns_with_the_network_released_and_restart_never_races_it() {
             "round {round}: restarted without a namespace"
         );
     }
+    // A later process given the old monitor's pid (here one that even
+    // calls itself berth-monitor) is not waited for.
+    s.ok(&["stop", "-t", "0", id]);
+    let mut other = Command::new("bash")
+        .args(["-c", "exec -a berth-monitor sleep 60"])
+        .spawn()
+        .unwrap();
+    let state = s.run.join("containers").join(id).join("state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    st["monitor_pid"] = other.id().into();
+    std::fs::write(&state, serde_json::to_vec(&st).unwrap()).unwrap();
+    let t0 = Instant::now();
+    let started = s.run(&["start", id]);
+    let took = t0.elapsed();
+    let _ = other.kill();
+    let _ = other.wait();
+    common::succeeded(&["start"], started);
+    assert!(took < Duration::from_secs(5), "start waited {took:?}");
 }
 
 #[test]
