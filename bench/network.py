@@ -32,7 +32,10 @@ in one run, from the same busybox image.
 
 Each throughput is the median of --repeats runs of --seconds each; the
 paths take turns (one run of each per round), so that a load that comes
-and goes on the host touches all of them alike. All
+and goes on the host touches all of them alike. The ratios are of those
+medians; "round by round" gives, for each engine, the median over the
+rounds of its run against the baseline's run of the same round, which a
+load burst during one round moves less. All
 traffic stays on this machine (loopback, and namespaces made here). Every
 engine has its own state under a temporary directory; docker a dockerd of
 the benchmark's own with its default bridge (it needs no docker0 already
@@ -357,6 +360,13 @@ def main():
             if fam == "ip" and name in ("nat", "filter"):
                 subprocess.run(["nft", "delete", "table", fam, name], capture_output=True)
     base = {m: med(xs) for m, xs in baseline.items()}
+
+    def paired(xs, base_xs):
+        """The median over rounds of the path's run against the baseline's
+        run of the same round: a load that comes and goes moves both."""
+        rs = [x / b for x, b in zip(xs, base_xs or []) if b]
+        return round(statistics.median(rs), 2) if rs else None
+
     base_of = lambda e: base.get(getattr(e, "mtu", 1500))
     host_base = {m: med(xs) for m, xs in host_baseline.items()}
     berth = next((e for e in engines if e.name == "berth"), None)
@@ -371,12 +381,16 @@ def main():
             "mtu": getattr(e, "mtu", None),
             "c2c_gbit_s": {"median": med(e.c2c), "samples": [round(x, 2) for x in e.c2c],
                            "of_veth": cr.ratio(med(e.c2c), base_of(e)),
-                           "of_veth_1500": cr.ratio(med(e.c2c), base.get(1500))},
+                           "of_veth_1500": cr.ratio(med(e.c2c), base.get(1500)),
+                           "of_veth_paired": paired(e.c2c, baseline.get(getattr(e, "mtu", 1500)))},
             "host_to_port_gbit_s": {"median": med(e.h2p), "samples": [round(x, 2) for x in e.h2p],
                                     "of_veth": cr.ratio(med(e.h2p), base_of(e)),
                                     "of_veth_1500": cr.ratio(med(e.h2p), base.get(1500)),
                                     "of_host_veth": cr.ratio(med(e.h2p),
-                                                             host_base.get(getattr(e, "mtu", 1500)))},
+                                                             host_base.get(getattr(e, "mtu", 1500))),
+                                    "of_veth_paired": paired(e.h2p, baseline.get(getattr(e, "mtu", 1500))),
+                                    "of_host_veth_paired": paired(
+                                        e.h2p, host_baseline.get(getattr(e, "mtu", 1500)))},
         }
     if berth and berth.run_rm_none:
         none = med([x * 1000 for x in berth.run_rm_none])
@@ -407,6 +421,9 @@ def main():
               f"{str(r['mtu']):>6}{str(r['c2c_gbit_s']['median']):>13}{of(r['c2c_gbit_s']):>15}"
               f"{str(r['host_to_port_gbit_s']['median']):>11}{of(r['host_to_port_gbit_s']):>15}"
               f"{str(r['host_to_port_gbit_s']['of_host_veth']):>14}")
+        c, h = r["c2c_gbit_s"], r["host_to_port_gbit_s"]
+        print(f"{'':10}round by round (median of each round's ratio): c2c {c['of_veth_paired']} of veth, "
+              f"host→port {h['of_veth_paired']} of veth, {h['of_host_veth_paired']} of host veth")
         for n in r["notes"]:
             print(f"          note: {n}")
     if "run_rm_network_none_ms" in out.get("berth", {}):
