@@ -126,7 +126,12 @@ impl Netlink {
     }
 
     fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
-        let seq = self.send(msg, NLM_F_DUMP)?;
+        self.dump_io(msg).map_err(|e| nl_err("netlink dump", e))
+    }
+
+    /// A dump's messages; the kernel's error as an `io::Error`.
+    fn dump_io(&mut self, msg: RouteNetlinkMessage) -> std::io::Result<Vec<RouteNetlinkMessage>> {
+        let seq = self.send(msg, NLM_F_DUMP).map_err(std::io::Error::other)?;
         let mut out = Vec::new();
         self.replies(seq, |p| match p {
             NetlinkPayload::Done(_) => Some(Ok(())),
@@ -138,8 +143,7 @@ impl Netlink {
                 None
             }
             _ => None,
-        })
-        .map_err(|e| nl_err("netlink dump", e))?;
+        })?;
         Ok(out)
     }
 
@@ -451,35 +455,29 @@ impl Netlink {
     /// The ids of the programs of every `bpf` filter on link `index`'s
     /// `clsact` ingress or egress hook (none without the qdisc).
     pub fn bpf_filters(&mut self, index: u32, egress: bool) -> Result<Vec<u32>> {
-        let seq = self.send(
-            RouteNetlinkMessage::GetTrafficFilter(bpf_filter_message(index, egress)),
-            NLM_F_DUMP,
-        )?;
-        let mut ids = Vec::new();
-        let r = self.replies(seq, |p| match p {
-            NetlinkPayload::Done(_) => Some(Ok(())),
-            NetlinkPayload::Error(e) => e
-                .code
-                .map(|c| Err(std::io::Error::from_raw_os_error(-c.get()))),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(f)) => {
-                for a in f.attributes {
-                    if let TcAttribute::Options(opts) = a {
-                        ids.extend(opts.iter().filter_map(|o| match o {
-                            TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
-                            _ => None,
-                        }));
-                    }
-                }
-                None
-            }
-            _ => None,
-        });
-        match r {
-            Ok(()) => Ok(ids),
+        let msgs = match self.dump_io(RouteNetlinkMessage::GetTrafficFilter(bpf_filter_message(
+            index, egress,
+        ))) {
+            Ok(msgs) => msgs,
             // No clsact qdisc, no filters.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Vec::new()),
-            Err(e) => Err(nl_err("listing bpf filters", e)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
+            Err(e) => return Err(nl_err("listing bpf filters", e)),
+        };
+        let mut ids = Vec::new();
+        for m in msgs {
+            let RouteNetlinkMessage::NewTrafficFilter(f) = m else {
+                continue;
+            };
+            for a in f.attributes {
+                if let TcAttribute::Options(opts) = a {
+                    ids.extend(opts.iter().filter_map(|o| match o {
+                        TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
+                        _ => None,
+                    }));
+                }
+            }
         }
+        Ok(ids)
     }
 
     /// Names of every link.
