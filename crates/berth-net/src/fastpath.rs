@@ -218,24 +218,30 @@ pub const HOOKS_ENV: &str = "BERTH_FAST_PATH";
 /// The hooks this kernel (and [`HOOKS_ENV`]) give the fast path; `None`:
 /// no fast path, the bridge carries everything.
 pub fn hooks() -> Option<Hooks> {
-    let v = berth_sys::process::kernel_version()?;
-    let (tcx, clsact) = (v >= (6, 6), v >= (5, 10));
     match std::env::var(HOOKS_ENV).as_deref() {
         Ok("off") => None,
-        Ok("clsact") => clsact.then_some(Hooks::Clsact),
-        _ if tcx => Some(Hooks::Tcx),
-        _ => clsact.then_some(Hooks::Clsact),
+        Ok("clsact") => Hooks::Clsact.in_kernel().then_some(Hooks::Clsact),
+        _ if Hooks::Tcx.in_kernel() => Some(Hooks::Tcx),
+        _ => Hooks::Clsact.in_kernel().then_some(Hooks::Clsact),
+    }
+}
+
+impl Hooks {
+    /// Whether this kernel can carry the fast path on these hooks: TCX
+    /// since Linux 6.6; `clsact` filters since 5.10, for
+    /// `bpf_redirect_peer`.
+    pub fn in_kernel(self) -> bool {
+        let since = match self {
+            Hooks::Tcx => (6, 6),
+            Hooks::Clsact => (5, 10),
+        };
+        berth_sys::process::kernel_version().is_some_and(|v| v >= since)
     }
 }
 
 /// Whether the fast path is used here (see [`hooks`]).
 pub fn supported() -> bool {
     hooks().is_some()
-}
-
-/// Whether this kernel has TCX at all.
-fn has_tcx() -> bool {
-    berth_sys::process::kernel_version().is_some_and(|v| v >= (6, 6))
 }
 
 /// The ingress or egress hook.
@@ -265,7 +271,7 @@ fn attached(ifindex: u32, dir: Dir, name: &str) -> Result<Vec<(OwnedFd, bpf::Pro
     };
     for h in order {
         let ids = match h {
-            Hooks::Tcx if !has_tcx() => continue,
+            Hooks::Tcx if !Hooks::Tcx.in_kernel() => continue,
             Hooks::Tcx => bpf::tcx_query(ifindex, dir.tcx()).map_err(|e| fp_err("query", e))?,
             Hooks::Clsact => Netlink::open()?.bpf_filters(ifindex, dir == Dir::Egress)?,
         };

@@ -1206,9 +1206,7 @@ fn the_fast_path_works_on_clsact_filters_too() {
     let mut s = store();
     s.env
         .push((berth_net::fastpath::HOOKS_ENV.into(), "clsact".into()));
-    // The kernel needs bpf_redirect_peer (Linux 5.10).
-    let old_enough = berth_sys::process::kernel_version().is_some_and(|v| v >= (5, 10));
-    fast_path_beside_the_bridge(s, old_enough);
+    fast_path_beside_the_bridge(s, berth_net::fastpath::Hooks::Clsact.in_kernel());
 }
 
 /// Two containers on a network reach each other and the host reaches
@@ -1238,20 +1236,23 @@ fn fast_path_beside_the_bridge(s: Store, fast: bool) {
         ])
         .trim()
         .to_string();
-    let cli = s
-        .ok(&[
+    // A container that only sleeps, named `name`, on `network`; its ID.
+    let sleeper = |name: &str, network: &str| {
+        s.ok(&[
             "run",
             "-d",
             "--name",
-            "fcli",
+            name,
             "--network",
-            &net,
+            network,
             "busybox",
             "sleep",
             "600",
         ])
         .trim()
-        .to_string();
+        .to_string()
+    };
+    let cli = sleeper("fcli", &net);
     let field = |f: &str, c: &str| {
         inspect(
             &s,
@@ -1301,7 +1302,7 @@ fn fast_path_beside_the_bridge(s: Store, fast: bool) {
     let mut nl = berth_net::netlink::Netlink::open().unwrap();
     for dev in [web_veth.as_str(), cli_veth.as_str()] {
         let filters = nl.bpf_filters(ifindex(dev), false).unwrap();
-        let links = if berth_sys::process::kernel_version().is_some_and(|v| v >= (6, 6)) {
+        let links = if berth_net::fastpath::Hooks::Tcx.in_kernel() {
             berth_sys::bpf::tcx_query(ifindex(dev), berth_sys::bpf::BPF_TCX_INGRESS).unwrap()
         } else {
             Vec::new()
@@ -1389,20 +1390,7 @@ fn fast_path_beside_the_bridge(s: Store, fast: bool) {
     // forwarding drops them).
     let other = unique("fast2");
     s.ok(&["network", "create", &other]);
-    let far = s
-        .ok(&[
-            "run",
-            "-d",
-            "--name",
-            "ffar",
-            "--network",
-            &other,
-            "busybox",
-            "sleep",
-            "600",
-        ])
-        .trim()
-        .to_string();
+    let far = sleeper("ffar", &other);
     let far_veth = veths_of(&far).remove(0);
     assert!(on_fast_path(&[&far_veth]), "{far_veth}");
     let o = s.run(&[
@@ -1435,20 +1423,7 @@ fn fast_path_beside_the_bridge(s: Store, fast: bool) {
         let k = berth_net::fastpath::key(cli_ip.parse().unwrap());
         berth_sys::bpf::map_update(map.as_fd(), &k, &stale).unwrap();
     }
-    let new = s
-        .ok(&[
-            "run",
-            "-d",
-            "--name",
-            "fnew",
-            "--network",
-            &net,
-            "busybox",
-            "sleep",
-            "600",
-        ])
-        .trim()
-        .to_string();
+    let new = sleeper("fnew", &net);
     assert_eq!(
         field("IPAddress", "fnew"),
         cli_ip,
